@@ -1,0 +1,1 @@
+//! `embedded:<dir>`: durable, one node, no broker (SQLite in WAL mode).

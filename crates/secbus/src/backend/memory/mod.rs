@@ -1,0 +1,343 @@
+//! `memory:`: the log in process memory, nothing kept across restarts.
+//!
+//! History is a bounded ring per tenant. Tails read the ring and are told when
+//! they fell behind it; consumer groups hold their place in it, so a publisher
+//! waits (or `try_publish` fails with `full`) rather than evict what a group has
+//! not settled.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use crate::bus::BusConfig;
+use crate::delivery::{DeadLetter, DedupWindow};
+use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::TenantId;
+use crate::local::{
+    GroupFloor, GroupSnapshot, GroupStore, LocalGroups, LocalLog, LogRead, LogRecord,
+};
+use crate::subscription::SubscribeOptions;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DedupKey {
+    Id(String),
+    Content([u8; 32]),
+}
+
+struct TenantLog {
+    state: Mutex<TenantState>,
+    head: watch::Sender<u64>,
+    floors: Mutex<Vec<Arc<GroupFloor>>>,
+    room: Arc<Notify>,
+}
+
+struct TenantState {
+    ring: VecDeque<LogRecord>,
+    next_seq: u64,
+    dedup: DedupWindow<DedupKey>,
+}
+
+impl TenantLog {
+    fn min_floor(&self) -> u64 {
+        self.floors
+            .lock()
+            .iter()
+            .map(|f| f.floor.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+struct MemoryLog {
+    tenants: Mutex<HashMap<TenantId, Arc<TenantLog>>>,
+    capacity: usize,
+    dedup_window: std::time::Duration,
+}
+
+impl MemoryLog {
+    fn tenant(&self, tenant: &TenantId) -> Arc<TenantLog> {
+        self.tenants
+            .lock()
+            .entry(tenant.clone())
+            .or_insert_with(|| {
+                Arc::new(TenantLog {
+                    state: Mutex::new(TenantState {
+                        ring: VecDeque::new(),
+                        next_seq: 1,
+                        dedup: DedupWindow::new(self.dedup_window),
+                    }),
+                    head: watch::Sender::new(1),
+                    floors: Mutex::new(Vec::new()),
+                    room: Arc::new(Notify::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Appends one tenant's records; `Ok(None)` when the ring is full of
+    /// records some group still needs and the caller should wait for room.
+    fn try_append(
+        &self,
+        log: &TenantLog,
+        records: &[Record],
+        out: &mut Vec<Appended>,
+    ) -> Option<()> {
+        let mut st = log.state.lock();
+        let now_ms = Utc::now().timestamp_millis();
+        st.dedup.expire(now_ms);
+        for record in &records[out.len()..] {
+            let redrive = record.redrive_for.is_some();
+            if !redrive
+                && st
+                    .dedup
+                    .contains(&DedupKey::Id(record.event.id.as_str().to_owned()))
+            {
+                out.push(Appended::Duplicate);
+                continue;
+            }
+            if let (false, Some(k)) = (redrive, record.content_key) {
+                if st.dedup.contains(&DedupKey::Content(k)) {
+                    out.push(Appended::Duplicate);
+                    continue;
+                }
+            }
+            if st.ring.len() >= self.capacity {
+                let oldest = st.ring.front().map_or(0, |r| r.seq);
+                if oldest >= log.min_floor() {
+                    return None;
+                }
+                st.ring.pop_front();
+            }
+            if !redrive {
+                st.dedup
+                    .insert(DedupKey::Id(record.event.id.as_str().to_owned()), now_ms);
+                if let Some(k) = record.content_key {
+                    st.dedup.insert(DedupKey::Content(k), now_ms);
+                }
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.ring.push_back(LogRecord {
+                seq,
+                event: record.event.clone(),
+                redrive_for: record.redrive_for.clone(),
+            });
+            out.push(Appended::Stored(seq));
+        }
+        log.head.send_replace(st.next_seq);
+        Some(())
+    }
+}
+
+#[async_trait]
+impl LocalLog for MemoryLog {
+    async fn read(&self, tenant: &TenantId, from: u64, max: usize) -> Result<LogRead> {
+        let log = self.tenant(tenant);
+        let st = log.state.lock();
+        let first = st.ring.front().map_or(st.next_seq, |r| r.seq);
+        let missed = first.saturating_sub(from);
+        let start = from.max(first);
+        let skip = (start - first) as usize;
+        let records = st.ring.iter().skip(skip).take(max).cloned().collect();
+        Ok(LogRead { records, missed })
+    }
+
+    async fn head(&self, tenant: &TenantId) -> Result<u64> {
+        Ok(self.tenant(tenant).state.lock().next_seq)
+    }
+
+    async fn first(&self, tenant: &TenantId) -> Result<u64> {
+        let log = self.tenant(tenant);
+        let st = log.state.lock();
+        Ok(st.ring.front().map_or(st.next_seq, |r| r.seq))
+    }
+
+    async fn seq_at(&self, tenant: &TenantId, time: DateTime<Utc>) -> Result<u64> {
+        let log = self.tenant(tenant);
+        let st = log.state.lock();
+        Ok(st
+            .ring
+            .iter()
+            .find(|r| r.event.time.is_some_and(|t| t >= time))
+            .map_or(st.next_seq, |r| r.seq))
+    }
+
+    fn watch(&self, tenant: &TenantId) -> watch::Receiver<u64> {
+        self.tenant(tenant).head.subscribe()
+    }
+}
+
+/// Groups live as long as the engine; their floors hold history in the ring.
+struct MemoryGroups {
+    log: Arc<MemoryLog>,
+}
+
+#[async_trait]
+impl GroupStore for MemoryGroups {
+    async fn load(&self, _tenant: &TenantId, _group: &str) -> Result<Option<GroupSnapshot>> {
+        Ok(None)
+    }
+
+    async fn save(&self, _snapshot: &GroupSnapshot) -> Result<()> {
+        Ok(())
+    }
+
+    fn floor(&self, tenant: &TenantId, _group: &str) -> Option<Arc<GroupFloor>> {
+        let log = self.log.tenant(tenant);
+        let floor = Arc::new(GroupFloor {
+            floor: AtomicU64::new(0),
+            moved: log.room.clone(),
+        });
+        log.floors.lock().push(floor.clone());
+        Some(floor)
+    }
+}
+
+/// The `memory:` engine.
+pub(crate) struct MemoryEngine {
+    log: Arc<MemoryLog>,
+    groups: LocalGroups,
+    dead_letters: Mutex<HashMap<TenantId, Vec<DeadLetter>>>,
+    closed: AtomicBool,
+}
+
+impl MemoryEngine {
+    pub(crate) fn new(config: &BusConfig) -> Self {
+        let log = Arc::new(MemoryLog {
+            tenants: Mutex::new(HashMap::new()),
+            capacity: config.memory_history.max(1),
+            dedup_window: config.dedup_window,
+        });
+        let groups = LocalGroups::new(log.clone(), Arc::new(MemoryGroups { log: log.clone() }));
+        MemoryEngine {
+            log,
+            groups,
+            dead_letters: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            persistent: false,
+            publish_waits_for_stalled_groups: true,
+            replay: true,
+            tail_lag_reported: true,
+            durable_groups: false,
+        }
+    }
+
+    async fn append(&self, records: Vec<Record>, wait: bool) -> Result<Vec<Appended>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed());
+        }
+        let mut out = Vec::with_capacity(records.len());
+        let mut start = 0;
+        while start < records.len() {
+            // Consecutive records of one tenant are appended under one lock.
+            let tenant = &records[start].event.tenant;
+            let end = records[start..]
+                .iter()
+                .position(|r| &r.event.tenant != tenant)
+                .map_or(records.len(), |p| start + p);
+            let log = self.log.tenant(tenant);
+            let mut done = Vec::with_capacity(end - start);
+            loop {
+                let room = log.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if self
+                    .log
+                    .try_append(&log, &records[start..end], &mut done)
+                    .is_some()
+                {
+                    break;
+                }
+                if !wait {
+                    return Err(Error::new(
+                        ErrorKind::Full,
+                        format!(
+                            "tenant {tenant}'s history is full of events a consumer group has not settled"
+                        ),
+                    ));
+                }
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(Error::closed());
+                }
+                room.await;
+            }
+            out.extend(done);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    async fn subscribe(&self, options: &SubscribeOptions) -> Result<Box<dyn EngineStream>> {
+        self.groups.subscribe(options).await
+    }
+
+    async fn put_dead_letter(&self, dead_letter: DeadLetter) -> Result<()> {
+        self.dead_letters
+            .lock()
+            .entry(dead_letter.event.tenant.clone())
+            .or_default()
+            .push(dead_letter);
+        Ok(())
+    }
+
+    async fn dead_letters(&self, tenant: &TenantId, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self
+            .dead_letters
+            .lock()
+            .get(tenant)
+            .map(|v| v.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn dead_letter(&self, tenant: &TenantId, id: &str) -> Result<Option<DeadLetter>> {
+        Ok(self
+            .dead_letters
+            .lock()
+            .get(tenant)
+            .and_then(|v| v.iter().find(|d| d.id == id).cloned()))
+    }
+
+    async fn delete_dead_letter(&self, tenant: &TenantId, id: &str) -> Result<bool> {
+        let mut all = self.dead_letters.lock();
+        let Some(v) = all.get_mut(tenant) else {
+            return Ok(false);
+        };
+        let before = v.len();
+        v.retain(|d| d.id != id);
+        Ok(v.len() != before)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed());
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        self.groups.close();
+        for log in self.log.tenants.lock().values() {
+            log.room.notify_waiters();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,901 @@
+//! The envelope: a CloudEvents 1.0 event with the secbus extension attributes
+//! (`tenantid`, `correlationid`, `causationid`, `traceparent`, `tracestate`,
+//! `partitionkey`), its validated newtypes and its builder.
+//!
+//! On the wire an event is CloudEvents structured-mode JSON. `data` is kept as
+//! the raw JSON text it arrived as (or was built from), so an event read back is
+//! byte-for-byte the event that was stored, and routing an event never pays for
+//! parsing its payload.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The CloudEvents version secbus speaks.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// The default limit on an encoded event: 1 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+fn invalid(attribute: &str, message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidAttribute, message).with_field(attribute)
+}
+
+/// A tenant: lowercase `a-z`, `0-9` and `-`, 1 to 63 characters.
+///
+/// Tenants appear in subjects and keys of every engine, so the alphabet is the
+/// one all of them accept without escaping.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Validates and wraps a tenant id.
+    pub fn new(value: impl Into<String>) -> Result<Self> {
+        let value = value.into();
+        let ok = (1..=63).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(TenantId(value))
+        } else {
+            Err(invalid(
+                "tenantid",
+                format!("tenant {value:?} must be 1 to 63 characters of a-z, 0-9 and -"),
+            ))
+        }
+    }
+
+    /// The tenant as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An event type: dot-separated lowercase tokens of `a-z`, `0-9`, `_` and `-`,
+/// such as `auth.login.failed`; at most 255 characters.
+///
+/// Each token is a valid NATS subject token, so a type maps to a subject as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType(String);
+
+fn is_type_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl EventType {
+    /// Validates and wraps an event type.
+    pub fn new(value: impl Into<String>) -> Result<Self> {
+        let value = value.into();
+        if value.len() <= 255 && value.split('.').all(is_type_token) {
+            Ok(EventType(value))
+        } else {
+            Err(invalid(
+                "type",
+                format!(
+                    "type {value:?} must be dot-separated tokens of a-z, 0-9, _ and - \
+                     (e.g. auth.login.failed), at most 255 characters"
+                ),
+            ))
+        }
+    }
+
+    /// The type as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An event id: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`. New ids are UUIDv7,
+/// so ids sort by creation time.
+///
+/// The alphabet keeps ids usable as `Nats-Msg-Id` headers and Redis keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(String);
+
+impl EventId {
+    /// A new UUIDv7 id.
+    pub fn new_v7() -> Self {
+        EventId(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Validates and wraps an id.
+    pub fn new(value: impl Into<String>) -> Result<Self> {
+        let value = value.into();
+        let ok = (1..=128).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            Ok(EventId(value))
+        } else {
+            Err(invalid(
+                "id",
+                format!("id {value:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+            ))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_newtype_impls {
+    ($($ty:ident),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                $ty::new(s)
+            }
+        }
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<&str> for $ty {
+            type Error = Error;
+            fn try_from(s: &str) -> Result<Self> {
+                $ty::new(s)
+            }
+        }
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $ty::new(s).map_err(de::Error::custom)
+            }
+        }
+    )*};
+}
+string_newtype_impls!(TenantId, EventType, EventId);
+
+/// A W3C `traceparent` value: `00-<trace id>-<parent id>-<flags>`.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+fn new_span_id() -> String {
+    let id: u64 = rand::random::<u64>() | 1;
+    format!("{id:016x}")
+}
+
+fn new_traceparent() -> String {
+    let trace: u128 = rand::random::<u128>() | 1;
+    format!("00-{trace:032x}-{}-01", new_span_id())
+}
+
+/// A child span of `parent`'s trace: same trace id, a new parent id.
+fn child_traceparent(parent: &str) -> String {
+    let mut parts = parent.split('-');
+    match (parts.next(), parts.next(), parts.nth(1)) {
+        (Some(version), Some(trace), Some(flags)) => {
+            format!("{version}-{trace}-{}-{flags}", new_span_id())
+        }
+        _ => new_traceparent(),
+    }
+}
+
+/// A CloudEvents 1.0 event with the secbus extensions.
+///
+/// Construct one with [`Event::builder`] or decode one with [`Event::from_json`];
+/// both validate every attribute, so an `Event` value is always well formed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `id`: unique per source; secbus deduplicates on it.
+    pub id: EventId,
+    /// `source`: a URI-reference naming the producer.
+    pub source: String,
+    /// `type`.
+    pub ty: EventType,
+    /// `tenantid`: the tenant the event belongs to.
+    pub tenant: TenantId,
+    /// `time`: set at publish when absent.
+    pub time: Option<DateTime<Utc>>,
+    /// `subject`: what the event is about within the source (a user, a host...).
+    pub subject: Option<String>,
+    /// `datacontenttype`.
+    pub datacontenttype: Option<String>,
+    /// `dataschema`: the `$id` of the schema `data` follows.
+    pub dataschema: Option<String>,
+    /// `correlationid`: shared by every event of one story; a root event's own id.
+    pub correlationid: String,
+    /// `causationid`: the id of the event that caused this one.
+    pub causationid: Option<String>,
+    /// `traceparent` (W3C trace context).
+    pub traceparent: String,
+    /// `tracestate` (W3C trace context).
+    pub tracestate: Option<String>,
+    /// `partitionkey`: events with the same key are consumed in publish order.
+    pub partitionkey: Option<String>,
+    /// Extension attributes secbus does not know; kept as they came.
+    pub extensions: BTreeMap<String, Value>,
+    data: Option<RawData>,
+}
+
+/// `data` as raw JSON text; equal when the text is equal.
+#[derive(Debug, Clone)]
+struct RawData(Box<RawValue>);
+
+impl PartialEq for RawData {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Event {
+    /// Starts building an event of `ty` for `tenant`, with a new UUIDv7 id.
+    pub fn builder(ty: EventType, tenant: TenantId) -> EventBuilder {
+        EventBuilder::new(ty, tenant)
+    }
+
+    /// `data` as raw JSON text, exactly as stored.
+    pub fn data_raw(&self) -> Option<&str> {
+        self.data.as_ref().map(|d| d.0.get())
+    }
+
+    /// `data` parsed into `T`.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.data
+            .as_ref()
+            .map(|raw| {
+                serde_json::from_str(raw.0.get()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidAttribute,
+                        "data does not have the expected shape",
+                    )
+                    .with_field("data")
+                    .with_source(e)
+                })
+            })
+            .transpose()
+    }
+
+    /// `data` parsed as a JSON value.
+    pub fn data(&self) -> Option<Value> {
+        self.data_as::<Value>().ok().flatten()
+    }
+
+    /// Replaces `data` with the JSON of `value`.
+    pub fn set_data(&mut self, value: &impl Serialize) -> Result<()> {
+        self.data = Some(RawData(to_raw(value)?));
+        Ok(())
+    }
+
+    /// Decodes a structured-mode CloudEvent, rejecting events over `max_bytes`.
+    pub fn from_json_limited(bytes: &[u8], max_bytes: usize) -> Result<Event> {
+        if bytes.len() > max_bytes {
+            return Err(Error::new(
+                ErrorKind::EventTooLarge,
+                format!("event is {} bytes; the limit is {max_bytes}", bytes.len()),
+            ));
+        }
+        let raw: RawEvent = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::MalformedJson,
+                "not a JSON object of CloudEvents attributes",
+            )
+            .with_source(e)
+        })?;
+        raw.into_event()
+    }
+
+    /// Decodes a structured-mode CloudEvent with the default 1 MiB limit.
+    pub fn from_json(bytes: &[u8]) -> Result<Event> {
+        Event::from_json_limited(bytes, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// Encodes the event as structured-mode JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing this type cannot fail: every field is a string, a map of
+        // JSON values or raw JSON that was validated when it was set.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The size of the structured-mode encoding, not counting string escapes.
+    ///
+    /// Cheap enough for every publish; exact for the ASCII attributes secbus
+    /// validates, and a lower bound only where free-text attributes need escaping.
+    pub fn encoded_len(&self) -> usize {
+        const PER_ATTRIBUTE: usize = 6; // two pairs of quotes, a colon and a comma
+        let opt = |name: &str, v: &Option<String>| {
+            v.as_ref()
+                .map_or(0, |v| name.len() + v.len() + PER_ATTRIBUTE)
+        };
+        let mut n = 2 + "specversion".len() + SPEC_VERSION.len() + PER_ATTRIBUTE;
+        n += "id".len() + self.id.0.len() + PER_ATTRIBUTE;
+        n += "source".len() + self.source.len() + PER_ATTRIBUTE;
+        n += "type".len() + self.ty.0.len() + PER_ATTRIBUTE;
+        n += "tenantid".len() + self.tenant.0.len() + PER_ATTRIBUTE;
+        n += self.time.map_or(0, |_| "time".len() + 30 + PER_ATTRIBUTE);
+        n += opt("subject", &self.subject);
+        n += opt("datacontenttype", &self.datacontenttype);
+        n += opt("dataschema", &self.dataschema);
+        n += "correlationid".len() + self.correlationid.len() + PER_ATTRIBUTE;
+        n += opt("causationid", &self.causationid);
+        n += "traceparent".len() + self.traceparent.len() + PER_ATTRIBUTE;
+        n += opt("tracestate", &self.tracestate);
+        n += opt("partitionkey", &self.partitionkey);
+        for (k, v) in &self.extensions {
+            n += k.len() + PER_ATTRIBUTE + value_len(v);
+        }
+        n += self
+            .data
+            .as_ref()
+            .map_or(0, |d| "data".len() + d.0.get().len() + 4);
+        n
+    }
+
+    /// Checks the size limit on an event built in code (decoding checks it on the bytes).
+    pub fn check_size(&self, max_bytes: usize) -> Result<()> {
+        let n = self.encoded_len();
+        if n > max_bytes {
+            return Err(Error::new(
+                ErrorKind::EventTooLarge,
+                format!("event is about {n} bytes; the limit is {max_bytes}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(n) => n.to_string().len(),
+        other => serde_json::to_string(other).map_or(0, |s| s.len()),
+    }
+}
+
+fn to_raw(value: &impl Serialize) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidAttribute,
+            "data cannot be encoded as JSON",
+        )
+        .with_field("data")
+        .with_source(e)
+    })
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("specversion", SPEC_VERSION)?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("source", &self.source)?;
+        m.serialize_entry("type", &self.ty)?;
+        m.serialize_entry("tenantid", &self.tenant)?;
+        if let Some(t) = &self.time {
+            m.serialize_entry("time", &t.to_rfc3339_opts(SecondsFormat::AutoSi, true))?;
+        }
+        let opt = [
+            ("subject", &self.subject),
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+        ];
+        for (k, v) in opt {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry("correlationid", &self.correlationid)?;
+        if let Some(v) = &self.causationid {
+            m.serialize_entry("causationid", v)?;
+        }
+        m.serialize_entry("traceparent", &self.traceparent)?;
+        if let Some(v) = &self.tracestate {
+            m.serialize_entry("tracestate", v)?;
+        }
+        if let Some(v) = &self.partitionkey {
+            m.serialize_entry("partitionkey", v)?;
+        }
+        for (k, v) in &self.extensions {
+            m.serialize_entry(k, v)?;
+        }
+        if let Some(d) = &self.data {
+            m.serialize_entry("data", &d.0)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        RawEvent::deserialize(d)?
+            .into_event()
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The attributes as they came, before validation, so that validation can
+/// name the attribute at fault with a typed error.
+#[derive(Default)]
+struct RawEvent {
+    attributes: BTreeMap<String, Value>,
+    data: Option<Box<RawValue>>,
+}
+
+impl<'de> Deserialize<'de> for RawEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = RawEvent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CloudEvents JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawEvent, A::Error> {
+                let mut raw = RawEvent::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "data" {
+                        if raw.data.is_some() {
+                            return Err(de::Error::duplicate_field("data"));
+                        }
+                        raw.data = Some(map.next_value::<Box<RawValue>>()?);
+                    } else {
+                        let value = map.next_value::<Value>()?;
+                        if raw.attributes.insert(key.clone(), value).is_some() {
+                            return Err(de::Error::custom(format!("duplicate attribute `{key}`")));
+                        }
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(RawVisitor)
+    }
+}
+
+impl RawEvent {
+    fn take_string(&mut self, name: &'static str) -> Result<Option<String>> {
+        match self.attributes.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid(name, format!("`{name}` must be a string"))),
+        }
+    }
+
+    fn require(&mut self, name: &'static str) -> Result<String> {
+        match self.take_string(name)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            Some(_) => Err(invalid(name, format!("`{name}` must not be empty"))),
+            None => Err(Error::new(
+                ErrorKind::MissingAttribute,
+                format!("required attribute `{name}` is missing"),
+            )
+            .with_field(name)),
+        }
+    }
+
+    fn into_event(mut self) -> Result<Event> {
+        let specversion = self.require("specversion")?;
+        if specversion != SPEC_VERSION {
+            return Err(Error::new(
+                ErrorKind::UnsupportedSpecVersion,
+                format!("specversion {specversion:?} is not supported; use \"1.0\""),
+            )
+            .with_field("specversion"));
+        }
+        let id = EventId::new(self.require("id")?)?;
+        let source = self.require("source")?;
+        let ty = EventType::new(self.require("type")?)?;
+        let tenant = TenantId::new(self.require("tenantid")?)?;
+        let time = self
+            .take_string("time")?
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        invalid("time", "`time` must be an RFC 3339 timestamp").with_source(e)
+                    })
+            })
+            .transpose()?;
+        let subject = self.take_string("subject")?;
+        let datacontenttype = self.take_string("datacontenttype")?;
+        let dataschema = self.take_string("dataschema")?;
+        let correlationid = self
+            .take_string("correlationid")?
+            .unwrap_or_else(|| id.0.clone());
+        if correlationid.is_empty() {
+            return Err(invalid(
+                "correlationid",
+                "`correlationid` must not be empty",
+            ));
+        }
+        let causationid = self.take_string("causationid")?;
+        let traceparent = match self.take_string("traceparent")? {
+            Some(tp) if is_traceparent(&tp) => tp,
+            Some(tp) => {
+                return Err(invalid(
+                    "traceparent",
+                    format!("traceparent {tp:?} is not a W3C trace context value"),
+                ));
+            }
+            None => new_traceparent(),
+        };
+        let tracestate = self.take_string("tracestate")?;
+        let partitionkey = self.take_string("partitionkey")?;
+        for name in self.attributes.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                return Err(invalid(
+                    name,
+                    format!("attribute name {name:?} must be lowercase letters and digits"),
+                ));
+            }
+        }
+        Ok(Event {
+            id,
+            source,
+            ty,
+            tenant,
+            time,
+            subject,
+            datacontenttype,
+            dataschema,
+            correlationid,
+            causationid,
+            traceparent,
+            tracestate,
+            partitionkey,
+            extensions: self.attributes,
+            data: self.data.map(RawData),
+        })
+    }
+}
+
+/// Builds an [`Event`]; see [`Event::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct EventBuilder {
+    event: Event,
+    error: Option<Error>,
+}
+
+impl EventBuilder {
+    fn new(ty: EventType, tenant: TenantId) -> Self {
+        let id = EventId::new_v7();
+        EventBuilder {
+            event: Event {
+                correlationid: id.0.clone(),
+                id,
+                source: "secbus".to_owned(),
+                ty,
+                tenant,
+                time: None,
+                subject: None,
+                datacontenttype: None,
+                dataschema: None,
+                causationid: None,
+                traceparent: new_traceparent(),
+                tracestate: None,
+                partitionkey: None,
+                extensions: BTreeMap::new(),
+                data: None,
+            },
+            error: None,
+        }
+    }
+
+    /// Sets the id (by default a new UUIDv7). A root event's correlation id follows it.
+    pub fn id(mut self, id: EventId) -> Self {
+        if self.event.causationid.is_none() && self.event.correlationid == self.event.id.0 {
+            self.event.correlationid = id.0.clone();
+        }
+        self.event.id = id;
+        self
+    }
+
+    /// Sets `source` (default `secbus`).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.event.source = source.into();
+        self
+    }
+
+    /// Sets `data` to the JSON of `value` and `datacontenttype` to `application/json`.
+    pub fn data(mut self, value: impl Serialize) -> Self {
+        match to_raw(&value) {
+            Ok(raw) => {
+                self.event.data = Some(RawData(raw));
+                self.event.datacontenttype = Some("application/json".to_owned());
+            }
+            Err(e) => self.error = Some(e),
+        }
+        self
+    }
+
+    /// Sets `subject`.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.event.subject = Some(subject.into());
+        self
+    }
+
+    /// Sets `time` (by default the bus sets it at publish).
+    pub fn time(mut self, time: DateTime<Utc>) -> Self {
+        self.event.time = Some(time);
+        self
+    }
+
+    /// Sets `dataschema`.
+    pub fn dataschema(mut self, uri: impl Into<String>) -> Self {
+        self.event.dataschema = Some(uri.into());
+        self
+    }
+
+    /// Sets `partitionkey`: events with the same key are consumed in publish order.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.event.partitionkey = Some(key.into());
+        self
+    }
+
+    /// Sets `correlationid` explicitly (by default the id, or the cause's correlation).
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.event.correlationid = id.into();
+        self
+    }
+
+    /// Sets `traceparent`; an invalid value makes [`EventBuilder::build`] fail.
+    pub fn traceparent(mut self, value: impl Into<String>) -> Self {
+        let value = value.into();
+        if is_traceparent(&value) {
+            self.event.traceparent = value;
+        } else {
+            self.error = Some(invalid(
+                "traceparent",
+                format!("{value:?} is not a W3C traceparent"),
+            ));
+        }
+        self
+    }
+
+    /// Sets `tracestate`.
+    pub fn tracestate(mut self, value: impl Into<String>) -> Self {
+        self.event.tracestate = Some(value.into());
+        self
+    }
+
+    /// Marks the event as caused by `parent`: `causationid` = the parent's id,
+    /// `correlationid` = the parent's correlation id, and `traceparent` a new span
+    /// in the parent's trace.
+    pub fn caused_by(mut self, parent: &Event) -> Self {
+        self.event.causationid = Some(parent.id.0.clone());
+        self.event.correlationid = parent.correlationid.clone();
+        self.event.traceparent = child_traceparent(&parent.traceparent);
+        if self.event.tracestate.is_none() {
+            self.event.tracestate = parent.tracestate.clone();
+        }
+        self
+    }
+
+    /// Adds an extension attribute (name: lowercase letters and digits).
+    pub fn extension(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let name = name.into();
+        let reserved = [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "tenantid",
+            "time",
+            "subject",
+            "datacontenttype",
+            "dataschema",
+            "correlationid",
+            "causationid",
+            "traceparent",
+            "tracestate",
+            "partitionkey",
+            "data",
+        ];
+        if name.is_empty()
+            || reserved.contains(&name.as_str())
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            self.error = Some(invalid(
+                &name,
+                format!("{name:?} is not a free extension name"),
+            ));
+        } else {
+            self.event.extensions.insert(name, value.into());
+        }
+        self
+    }
+
+    /// The event, or the first invalid value given to the builder.
+    pub fn build(self) -> Result<Event> {
+        match self.error {
+            Some(e) => Err(e),
+            None => {
+                if self.event.source.is_empty() {
+                    return Err(invalid("source", "`source` must not be empty"));
+                }
+                Ok(self.event)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev() -> Event {
+        Event::builder(
+            EventType::new("auth.login.failed").unwrap(),
+            TenantId::new("acme").unwrap(),
+        )
+        .source("idp")
+        .data(serde_json::json!({"user": "bob", "n": 1}))
+        .build()
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_keeps_every_attribute_and_unknown_extensions() {
+        let mut e = ev();
+        e.extensions.insert("vendorx".into(), Value::from(7));
+        let bytes = e.to_json();
+        let back = Event::from_json(&bytes).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.to_json(), bytes);
+        assert_eq!(back.data_raw(), Some(r#"{"n":1,"user":"bob"}"#));
+    }
+
+    #[test]
+    fn decode_names_the_attribute_at_fault() {
+        let cases: &[(&str, ErrorKind, Option<&str>)] = &[
+            ("[]", ErrorKind::MalformedJson, None),
+            (
+                r#"{"specversion":"1.0","source":"s","type":"a.b","tenantid":"t"}"#,
+                ErrorKind::MissingAttribute,
+                Some("id"),
+            ),
+            (
+                r#"{"specversion":"0.3","id":"1","source":"s","type":"a.b","tenantid":"t"}"#,
+                ErrorKind::UnsupportedSpecVersion,
+                Some("specversion"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"A.b","tenantid":"t"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("type"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"a.b","tenantid":"T"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("tenantid"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"a.b"}"#,
+                ErrorKind::MissingAttribute,
+                Some("tenantid"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"a b","source":"s","type":"a.b","tenantid":"t"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("id"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"a..b","tenantid":"t"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("type"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"a.b","tenantid":"t","time":"yesterday"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("time"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"a.b","tenantid":"t","traceparent":"00-x"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("traceparent"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":1,"source":"s","type":"a.b","tenantid":"t"}"#,
+                ErrorKind::InvalidAttribute,
+                Some("id"),
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"a.b","tenantid":"t","Bad-Name":1}"#,
+                ErrorKind::InvalidAttribute,
+                Some("Bad-Name"),
+            ),
+        ];
+        for (json, kind, field) in cases {
+            let err = Event::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{json}: {err}");
+            assert_eq!(err.field(), *field, "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn size_limit_is_enforced_on_bytes_and_on_built_events() {
+        let bytes = ev().to_json();
+        let err = Event::from_json_limited(&bytes, bytes.len() - 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::EventTooLarge);
+        assert!(Event::from_json_limited(&bytes, bytes.len()).is_ok());
+        let big = Event::builder(EventType::new("a.b").unwrap(), TenantId::new("t").unwrap())
+            .data("x".repeat(2000))
+            .build()
+            .unwrap();
+        assert_eq!(
+            big.check_size(1000).unwrap_err().kind(),
+            ErrorKind::EventTooLarge
+        );
+        let len = big.encoded_len();
+        assert!(len >= big.to_json().len() - 40 && len <= big.to_json().len() + 40);
+    }
+
+    #[test]
+    fn caused_by_links_the_story() {
+        let root = ev();
+        assert_eq!(root.correlationid, root.id.as_str());
+        let child = Event::builder(
+            EventType::new("detection.finding").unwrap(),
+            root.tenant.clone(),
+        )
+        .caused_by(&root)
+        .build()
+        .unwrap();
+        assert_eq!(child.causationid.as_deref(), Some(root.id.as_str()));
+        assert_eq!(child.correlationid, root.correlationid);
+        assert_eq!(child.traceparent[..35], root.traceparent[..35]);
+        assert_ne!(child.traceparent, root.traceparent);
+    }
+
+    #[test]
+    fn newtypes_validate() {
+        assert!(TenantId::new("acme-1").is_ok());
+        assert!(TenantId::new("").is_err());
+        assert!(TenantId::new("a".repeat(64)).is_err());
+        assert!(TenantId::new("Acme").is_err());
+        assert!(EventType::new("auth.login.failed").is_ok());
+        assert!(EventType::new("auth.*").is_err());
+        assert!(EventType::new("auth.>").is_err());
+        assert!(EventType::new(".auth").is_err());
+        assert!(EventId::new("x".repeat(129)).is_err());
+        assert!(EventId::new_v7().as_str().len() == 36);
+    }
+}

@@ -1,0 +1,1 @@
+//! Handlers and the worker that runs them.
