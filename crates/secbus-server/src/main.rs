@@ -1,1 +1,51 @@
-fn main() {}
+//! The `secbus` command: publish, tail and benchmark the event bus.
+
+mod bench;
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// secbus: the event spine for security platforms.
+#[derive(Debug, Parser)]
+#[command(name = "secbus", version, about, long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish CloudEvents from a JSON-lines file.
+    Publish(cli::publish::PublishArgs),
+    /// Print a tenant's events, from the start or live.
+    Tail(cli::tail::TailArgs),
+    /// Measure secbus against the raw engine on this machine.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SECBUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match args.command {
+            Command::Publish(a) => cli::publish::run(a).await,
+            Command::Tail(a) => cli::tail::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    })
+}

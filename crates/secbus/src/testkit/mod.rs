@@ -1,1 +1,3 @@
 //! The conformance suite every engine runs.
+
+pub mod outage;

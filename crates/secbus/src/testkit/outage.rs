@@ -1,0 +1,2 @@
+//! An engine wrapper that can be switched off, to test what happens while an
+//! engine is unreachable.
