@@ -4,6 +4,10 @@
 pub(crate) mod embedded;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 use std::sync::Arc;
 
@@ -32,9 +36,13 @@ pub(crate) async fn open(url: &str, config: &BusConfig) -> Result<Arc<dyn Engine
                 "embedded engine: not yet",
             ))
         }
+        #[cfg(feature = "nats")]
+        "nats" => nats::connect(url, config).await,
+        #[cfg(feature = "redis")]
+        "redis" => redis::connect(url, config).await,
         other => Err(Error::new(
             ErrorKind::InvalidUrl,
-            format!("engine {other:?} is unknown or not compiled in (features: memory, embedded)"),
+            format!("engine {other:?} is unknown or not compiled in (features: memory, embedded, nats, redis)"),
         )),
     }
 }

@@ -1,0 +1,12 @@
+//! `redis://host:port`: Redis Streams.
+
+use std::sync::Arc;
+
+use crate::bus::BusConfig;
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Opens the `redis://` engine.
+pub(crate) async fn connect(_url: &str, _config: &BusConfig) -> Result<Arc<dyn Engine>> {
+    Err(Error::new(ErrorKind::InvalidUrl, "the redis engine is not written yet"))
+}

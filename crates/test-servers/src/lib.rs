@@ -1,0 +1,9 @@
+//! Real servers for secbus tests: each fixture starts its own `nats-server -js`
+//! or `redis-server` on a free loopback port with a temp dir, can kill and
+//! restart it, and stops it on drop.
+
+mod binary;
+mod port;
+
+pub use binary::find_binary;
+pub use port::free_port;
