@@ -3,7 +3,9 @@
 //! restart it, and stops it on drop.
 
 mod binary;
+mod nats;
 mod port;
+mod redis;
 
 pub use binary::find_binary;
 pub use port::free_port;
