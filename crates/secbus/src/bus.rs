@@ -100,6 +100,15 @@ pub struct BusConfig {
     pub spool_max_bytes: u64,
     /// Events of history kept per tenant by the memory engine (default 65,536).
     pub memory_history: usize,
+    /// Durable engines delete events stored longer ago than this (default: `None`,
+    /// keep forever). Retention runs in the background, about once a second, and
+    /// deletes regardless of consumer groups, like Kafka: a group that falls
+    /// further behind than the retention skips what was deleted.
+    pub retention_max_age: Option<Duration>,
+    /// Durable engines keep at most this many events per tenant, deleting the
+    /// oldest first (default: `None`, keep every event). Like `retention_max_age`,
+    /// it does not wait for consumer groups.
+    pub retention_max_events: Option<u64>,
 }
 
 impl Default for BusConfig {
@@ -111,6 +120,8 @@ impl Default for BusConfig {
             spool_dir: PathBuf::from("secbus-spool"),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             memory_history: 65_536,
+            retention_max_age: None,
+            retention_max_events: None,
         }
     }
 }
