@@ -9,3 +9,4 @@ mod redis;
 
 pub use binary::find_binary;
 pub use port::free_port;
+pub use redis::RedisServer;
