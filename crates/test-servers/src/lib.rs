@@ -8,5 +8,6 @@ mod port;
 mod redis;
 
 pub use binary::find_binary;
+pub use nats::{NatsCluster, NatsServer};
 pub use port::free_port;
 pub use redis::RedisServer;
