@@ -30,11 +30,7 @@ pub(crate) async fn open(url: &str, config: &BusConfig) -> Result<Arc<dyn Engine
         "embedded" => {
             let dir = rest.strip_prefix("//").unwrap_or(rest);
             let dir = if dir.is_empty() { "secbus-data" } else { dir };
-            let _ = (dir, config);
-            Err(Error::new(
-                ErrorKind::InvalidUrl,
-                "embedded engine: not yet",
-            ))
+            Ok(Arc::new(embedded::EmbeddedEngine::open(dir, config).await?))
         }
         #[cfg(feature = "nats")]
         "nats" => nats::connect(url, config).await,
@@ -42,7 +38,9 @@ pub(crate) async fn open(url: &str, config: &BusConfig) -> Result<Arc<dyn Engine
         "redis" => redis::connect(url, config).await,
         other => Err(Error::new(
             ErrorKind::InvalidUrl,
-            format!("engine {other:?} is unknown or not compiled in (features: memory, embedded, nats, redis)"),
+            format!(
+                "engine {other:?} is unknown or not compiled in (features: memory, embedded, nats, redis)"
+            ),
         )),
     }
 }
