@@ -1,0 +1,28 @@
+//! The conformance suite on `embedded:<dir>`: every case on a fresh temporary directory.
+
+secbus::conformance_suite!(secbus::testkit::EmbeddedHarness::new(), {
+    conformance_embedded_round_trip: round_trip,
+    conformance_embedded_tenant_isolation: tenant_isolation,
+    conformance_embedded_type_filters: type_filters,
+    conformance_embedded_group_work_sharing: group_work_sharing,
+    conformance_embedded_fan_out_across_groups: fan_out_across_groups,
+    conformance_embedded_nack_redelivery: nack_redelivery,
+    conformance_embedded_ack_wait_redelivery: ack_wait_redelivery,
+    conformance_embedded_dead_letter_after_max_deliveries: dead_letter_after_max_deliveries,
+    conformance_embedded_term_dead_letters_immediately: term_dead_letters_immediately,
+    conformance_embedded_redrive: redrive,
+    conformance_embedded_dedup_by_id: dedup_by_id,
+    conformance_embedded_content_dedup: content_dedup,
+    conformance_embedded_order_per_partition_key: order_per_partition_key,
+    conformance_embedded_backpressure: backpressure,
+    conformance_embedded_replay_from_beginning: replay_from_beginning,
+    conformance_embedded_replay_from_sequence: replay_from_sequence,
+    conformance_embedded_replay_from_time: replay_from_time,
+    conformance_embedded_persistence_across_restart: persistence_across_restart,
+    conformance_embedded_concurrent_publishers: concurrent_publishers,
+    conformance_embedded_graceful_shutdown: graceful_shutdown,
+    conformance_embedded_size_limit: size_limit,
+    conformance_embedded_fallback_spool_drains_in_order: fallback_spool_drains_in_order,
+    conformance_embedded_tail_lag: tail_lag,
+    conformance_embedded_batch_publish_all_or_nothing: batch_publish_all_or_nothing,
+});

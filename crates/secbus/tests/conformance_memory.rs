@@ -1,0 +1,28 @@
+//! The conformance suite on `memory:`: every case on a fresh in-process engine.
+
+secbus::conformance_suite!(secbus::testkit::MemoryHarness::new(), {
+    conformance_memory_round_trip: round_trip,
+    conformance_memory_tenant_isolation: tenant_isolation,
+    conformance_memory_type_filters: type_filters,
+    conformance_memory_group_work_sharing: group_work_sharing,
+    conformance_memory_fan_out_across_groups: fan_out_across_groups,
+    conformance_memory_nack_redelivery: nack_redelivery,
+    conformance_memory_ack_wait_redelivery: ack_wait_redelivery,
+    conformance_memory_dead_letter_after_max_deliveries: dead_letter_after_max_deliveries,
+    conformance_memory_term_dead_letters_immediately: term_dead_letters_immediately,
+    conformance_memory_redrive: redrive,
+    conformance_memory_dedup_by_id: dedup_by_id,
+    conformance_memory_content_dedup: content_dedup,
+    conformance_memory_order_per_partition_key: order_per_partition_key,
+    conformance_memory_backpressure: backpressure,
+    conformance_memory_replay_from_beginning: replay_from_beginning,
+    conformance_memory_replay_from_sequence: replay_from_sequence,
+    conformance_memory_replay_from_time: replay_from_time,
+    conformance_memory_persistence_across_restart: persistence_across_restart,
+    conformance_memory_concurrent_publishers: concurrent_publishers,
+    conformance_memory_graceful_shutdown: graceful_shutdown,
+    conformance_memory_size_limit: size_limit,
+    conformance_memory_fallback_spool_drains_in_order: fallback_spool_drains_in_order,
+    conformance_memory_tail_lag: tail_lag,
+    conformance_memory_batch_publish_all_or_nothing: batch_publish_all_or_nothing,
+});
