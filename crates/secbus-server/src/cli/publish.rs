@@ -1,11 +1,221 @@
-//! `secbus publish`.
+//! `secbus publish`: a JSON-lines file of CloudEvents into the bus, all or nothing
+//! at validation.
 
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use secbus::{Bus, BusConfig, Error, ErrorKind, Event, FallbackOutcome, Publisher};
+
+use super::duration::parse_duration;
+use super::events_file::{BadLine, read_events};
+use super::exit::{self, fail, fail_in};
+
+/// Bad lines printed before the rest are only counted.
+const MAX_BAD_LINES_SHOWN: usize = 100;
 
 /// Arguments of `secbus publish`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct PublishArgs {}
+#[command(after_help = "Examples:
+  secbus publish --file events.jsonl
+  secbus publish --bus embedded:/var/lib/secbus --file events.jsonl
+  secbus publish --bus nats://127.0.0.1:4222 --file events.jsonl \\
+      --fallback-spool /var/spool/secbus --drain-timeout 2m
+  producer | secbus publish --file -
 
-pub(crate) async fn run(_args: PublishArgs) -> ExitCode {
-    ExitCode::FAILURE
+One CloudEvent JSON object per line, for example:
+  {\"specversion\":\"1.0\",\"id\":\"e1\",\"source\":\"idp\",\"type\":\"auth.login.failed\",\"tenantid\":\"acme\",\"data\":{\"user\":\"bob\"}}
+
+Exit status: 0 all stored; 1 the engine or a file failed; 2 the file has bad
+lines (each is named, nothing is stored); 3 some events are still in the
+fallback spool after --drain-timeout (they stay there for the next run).")]
+pub(crate) struct PublishArgs {
+    /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SECBUS_BUS",
+        default_value = "embedded:./secbus-data"
+    )]
+    bus: String,
+    /// The events, one CloudEvent JSON object per line; blank lines are ignored.
+    /// `-` reads standard input. The whole file is held in memory while it is checked.
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// Publish through an on-disk spool in DIR: events the engine does not take
+    /// now are written there and drained into it in order once it answers.
+    #[arg(long, value_name = "DIR")]
+    fallback_spool: Option<PathBuf>,
+    /// With --fallback-spool: how long to wait for the spool to drain (e.g. 500ms, 60s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Events per engine call.
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch_size: u64,
+}
+
+pub(crate) async fn run(args: PublishArgs) -> ExitCode {
+    let mut config = BusConfig::default();
+    let events = match read_file(&args.file, config.max_event_bytes) {
+        Ok(Ok(events)) => events,
+        Ok(Err(bad)) => return refuse(&args.file, &bad),
+        Err(e) => return fail(&e),
+    };
+    if let Some(dir) = &args.fallback_spool {
+        config.spool_dir = dir.clone();
+    }
+    let bus = match Bus::connect_with(&args.bus, config).await {
+        Ok(bus) => bus,
+        Err(e) => {
+            let context = format!("cannot open the bus {}; nothing was published", args.bus);
+            return fail_in(&context, &e);
+        }
+    };
+    let started = Instant::now();
+    let status = match &args.fallback_spool {
+        None => publish_batches(&bus, events, args.batch_size as usize, started).await,
+        Some(dir) => publish_spooled(&bus, events, dir, args.drain_timeout, started).await,
+    };
+    if let Err(e) = bus.close().await {
+        eprintln!("warning: closing the bus: {e}");
+    }
+    status
+}
+
+fn read_file(
+    path: &Path,
+    max_event_bytes: usize,
+) -> secbus::Result<Result<Vec<Event>, Vec<BadLine>>> {
+    let opened = |e: std::io::Error| {
+        Error::new(ErrorKind::Io, format!("cannot read {}", path.display())).with_source(e)
+    };
+    if path == Path::new("-") {
+        read_events(std::io::stdin().lock(), max_event_bytes).map_err(opened)
+    } else {
+        let file = std::fs::File::open(path).map_err(opened)?;
+        read_events(BufReader::with_capacity(1 << 16, file), max_event_bytes).map_err(opened)
+    }
+}
+
+fn refuse(path: &Path, bad: &[BadLine]) -> ExitCode {
+    for line in bad.iter().take(MAX_BAD_LINES_SHOWN) {
+        eprintln!("{line}");
+    }
+    if bad.len() > MAX_BAD_LINES_SHOWN {
+        eprintln!("... and {} more bad lines", bad.len() - MAX_BAD_LINES_SHOWN);
+    }
+    let n = bad.len();
+    eprintln!(
+        "error: {}: {} has {n} invalid line{}; nothing was published",
+        exit::INVALID_FILE_CODE,
+        path.display(),
+        if n == 1 { "" } else { "s" },
+    );
+    ExitCode::from(exit::INVALID_INPUT)
+}
+
+async fn publish_batches(
+    bus: &Bus,
+    events: Vec<Event>,
+    batch: usize,
+    started: Instant,
+) -> ExitCode {
+    let total = events.len();
+    let (mut stored, mut duplicates) = (0usize, 0usize);
+    let mut events = events.into_iter();
+    loop {
+        let chunk: Vec<Event> = events.by_ref().take(batch).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let len = chunk.len();
+        match bus.publish_batch(chunk).await {
+            Ok(receipts) => {
+                let dup = receipts.iter().filter(|r| r.duplicate).count();
+                duplicates += dup;
+                stored += len - dup;
+            }
+            Err(e) => {
+                let done = stored + duplicates;
+                eprintln!(
+                    "published {done} of {total} events before the failure; events {} to {} \
+                     may or may not be stored (publishing the file again within the \
+                     dedup window stores each event once)",
+                    done + 1,
+                    done + len,
+                );
+                return fail(&e);
+            }
+        }
+    }
+    eprintln!(
+        "published {stored} events ({duplicates} duplicates) to {} in {:.2} s",
+        bus.url(),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+async fn publish_spooled(
+    bus: &Bus,
+    events: Vec<Event>,
+    dir: &Path,
+    drain_timeout: Duration,
+    started: Instant,
+) -> ExitCode {
+    let spool = match bus.spool().await {
+        Ok(spool) => spool,
+        Err(e) => {
+            let context = format!("cannot open the fallback spool in {}", dir.display());
+            return fail_in(&context, &e);
+        }
+    };
+    let total = events.len();
+    let (mut stored, mut duplicates, mut spooled) = (0usize, 0usize, 0usize);
+    for (index, event) in events.into_iter().enumerate() {
+        match bus.publish_with_fallback(event).await {
+            FallbackOutcome::Published(receipt) if receipt.duplicate => duplicates += 1,
+            FallbackOutcome::Published(_) => stored += 1,
+            FallbackOutcome::Spooled => spooled += 1,
+            FallbackOutcome::Refused(e) => {
+                eprintln!(
+                    "published {stored} and spooled {spooled} of {total} events; the events \
+                     from number {} on were neither published nor spooled",
+                    index + 1
+                );
+                return fail(&e);
+            }
+        }
+    }
+    let drained = spool.wait_drained(drain_timeout).await;
+    let left = spool.depth();
+    let skipped = spool.skipped_total();
+    eprintln!(
+        "published {stored} events ({duplicates} duplicates) to {}, {spooled} of them through \
+         the spool, in {:.2} s",
+        bus.url(),
+        started.elapsed().as_secs_f64()
+    );
+    if skipped > 0 {
+        // Neither in the engine nor waiting to go there: someone has to look.
+        eprintln!(
+            "error: {}: the spool set {skipped} lines aside in {} instead of delivering them \
+             (see the reason on each line)",
+            exit::QUARANTINED_CODE,
+            dir.join("quarantine.jsonl").display(),
+        );
+        return ExitCode::from(exit::FAILURE);
+    }
+    if drained || left == 0 {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{left} events are still in the spool {} after {drain_timeout:?}; they stay there \
+         and go to the engine on the next run with --fallback-spool {}",
+        dir.display(),
+        dir.display(),
+    );
+    ExitCode::from(exit::STILL_SPOOLED)
 }
