@@ -6,6 +6,7 @@ secbus::conformance_suite!(secbus::testkit::EmbeddedHarness::new(), {
     conformance_embedded_type_filters: type_filters,
     conformance_embedded_group_work_sharing: group_work_sharing,
     conformance_embedded_fan_out_across_groups: fan_out_across_groups,
+    conformance_embedded_group_keeps_position_without_members: group_keeps_position_without_members,
     conformance_embedded_nack_redelivery: nack_redelivery,
     conformance_embedded_ack_wait_redelivery: ack_wait_redelivery,
     conformance_embedded_dead_letter_after_max_deliveries: dead_letter_after_max_deliveries,

@@ -6,6 +6,7 @@ secbus::conformance_suite!(secbus::testkit::MemoryHarness::new(), {
     conformance_memory_type_filters: type_filters,
     conformance_memory_group_work_sharing: group_work_sharing,
     conformance_memory_fan_out_across_groups: fan_out_across_groups,
+    conformance_memory_group_keeps_position_without_members: group_keeps_position_without_members,
     conformance_memory_nack_redelivery: nack_redelivery,
     conformance_memory_ack_wait_redelivery: ack_wait_redelivery,
     conformance_memory_dead_letter_after_max_deliveries: dead_letter_after_max_deliveries,

@@ -40,6 +40,9 @@ pub enum Case {
     group_work_sharing,
     /// Every group, and every tail, gets every event.
     fan_out_across_groups,
+    /// A group keeps its place while it has no member: events published
+    /// meanwhile reach the next member, acknowledged ones do not.
+    group_keeps_position_without_members,
     /// A nacked event comes back with the next attempt number, after its delay
     /// or the backoff, without holding up other events.
     nack_redelivery,
@@ -56,8 +59,8 @@ pub enum Case {
     dedup_by_id,
     /// With content dedup on, the same (type, tenant, subject, data) is stored once.
     content_dedup,
-    /// Within a group, one event per partition key at a time, in publish order,
-    /// while different keys run concurrently.
+    /// Within a group, one event per partition key at a time, in publish order
+    /// (a retry included), while different keys run concurrently.
     order_per_partition_key,
     /// A stalled consumer bounds what is buffered: publishers wait (in-memory
     /// logs) or the log absorbs it on disk, and the member holds at most
@@ -96,6 +99,7 @@ impl Case {
         Case::type_filters,
         Case::group_work_sharing,
         Case::fan_out_across_groups,
+        Case::group_keeps_position_without_members,
         Case::nack_redelivery,
         Case::ack_wait_redelivery,
         Case::dead_letter_after_max_deliveries,
@@ -130,6 +134,9 @@ pub async fn run_case(case: Case, harness: &dyn Harness) -> Result<Verdict> {
         Case::type_filters => cases::isolation::type_filters(cx).await,
         Case::group_work_sharing => cases::groups::group_work_sharing(cx).await,
         Case::fan_out_across_groups => cases::groups::fan_out_across_groups(cx).await,
+        Case::group_keeps_position_without_members => {
+            cases::groups::group_keeps_position_without_members(cx).await
+        }
         Case::nack_redelivery => cases::redelivery::nack_redelivery(cx).await,
         Case::ack_wait_redelivery => cases::redelivery::ack_wait_redelivery(cx).await,
         Case::dead_letter_after_max_deliveries => {

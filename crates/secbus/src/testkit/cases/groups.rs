@@ -14,7 +14,7 @@ use crate::event::{Event, EventId};
 use crate::subscription::SubscribeOptions;
 use crate::testkit::case::Verdict;
 use crate::testkit::context::{Cx, acme, event, ids, keyed, n_of, sorted_ids};
-use crate::testkit::wait::{QUIET, nothing_more, take, take_acked, within};
+use crate::testkit::wait::{QUIET, next, nothing_more, take, take_acked, within};
 use crate::{Publisher, Subscriber};
 
 /// What a member task reports for each delivery it settled.
@@ -260,5 +260,79 @@ pub(crate) async fn order_per_partition_key(cx: &Cx<'_>) -> Result<Verdict> {
         l.most_keys_at_once >= 2,
         "different partition keys never ran at the same time"
     );
+    drop(l);
+    retry_holds_the_key(&bus).await?;
+    Ok(Verdict::Passed)
+}
+
+/// A key's next event waits while an earlier one waits for its retry; other
+/// keys go on.
+async fn retry_holds_the_key(bus: &Bus) -> Result<()> {
+    let t = acme();
+    let mut sub = bus
+        .subscribe(
+            SubscribeOptions::group(t.clone(), "retry-order")
+                .max_in_flight(8)
+                .max_deliveries(5),
+        )
+        .await?;
+    let (x0, x1, y0) = (keyed(&t, "x", 0), keyed(&t, "x", 1), keyed(&t, "y", 0));
+    for e in [&x0, &x1, &y0] {
+        bus.publish(e.clone()).await?;
+    }
+    let mut first = take(&mut sub, 2, "the first event of each key").await;
+    first.sort_by_key(|d| d.event().partitionkey.clone());
+    let got: Vec<&EventId> = first.iter().map(|d| &d.event().id).collect();
+    assert_eq!(
+        got,
+        [&x0.id, &y0.id],
+        "the second event of a key was handed out while the first was in flight"
+    );
+    let mut first = first.into_iter();
+    let (dx, dy) = (first.next().expect("x0"), first.next().expect("y0"));
+    dx.nack(Some(Duration::from_millis(300)), Some("retry later"))
+        .await?;
+    dy.ack().await?;
+    let d = next(&mut sub, "the retried first event of key x").await;
+    assert_eq!(
+        d.event().id,
+        x0.id,
+        "the second event of key x overtook the first while it waited for a retry"
+    );
+    assert_eq!(d.attempt(), 2);
+    d.ack().await?;
+    let d = next(&mut sub, "the second event of key x").await;
+    assert_eq!(d.event().id, x1.id);
+    d.ack().await?;
+    nothing_more(&mut [(&mut sub, "the group after both keys")]).await;
+    Ok(())
+}
+
+pub(crate) async fn group_keeps_position_without_members(cx: &Cx<'_>) -> Result<Verdict> {
+    let bus = cx.open().await?;
+    let t = acme();
+    let options = SubscribeOptions::group(t.clone(), "audit");
+    let mut sub = bus.subscribe(options.clone()).await?;
+    let before: Vec<Event> = (0..5).map(|n| event(&t, "audit.user.created", n)).collect();
+    for e in &before {
+        bus.publish(e.clone()).await?;
+    }
+    take_acked(&mut sub, before.len(), "the group's first events").await?;
+    drop(sub);
+    // Published while the group has no member: kept for it.
+    let during: Vec<Event> = (5..10)
+        .map(|n| event(&t, "audit.user.created", n))
+        .collect();
+    for e in &during {
+        bus.publish(e.clone()).await?;
+    }
+    let mut sub = bus.subscribe(options.clone()).await?;
+    let got = take_acked(&mut sub, during.len(), "events published with no member").await?;
+    assert_eq!(
+        sorted_ids(&got),
+        sorted_ids(&during),
+        "a returning member did not resume where the group acknowledged"
+    );
+    nothing_more(&mut [(&mut sub, "the group after resuming")]).await;
     Ok(Verdict::Passed)
 }

@@ -90,6 +90,28 @@ pub(crate) async fn tenant_isolation(cx: &Cx<'_>) -> Result<Verdict> {
         nothing_more(&mut [(&mut late, "acme's new group from the beginning")]).await;
     }
 
+    // An id is deduplicated within its tenant only: one tenant cannot
+    // suppress another's event by publishing its id first.
+    let mut stolen = event(&b, "auth.login.failed", 200);
+    stolen.id = a_sent[0].id.clone();
+    let r = bus.publish(stolen.clone()).await?;
+    assert!(
+        !r.duplicate,
+        "globex's event was dropped as a duplicate of acme's id"
+    );
+    let got = tail_events(&mut b_tail, 1, "globex's event reusing acme's id").await;
+    assert_eq!((&got[0].id, &got[0].tenant), (&stolen.id, &b));
+    assert_eq!(got[0].data(), stolen.data());
+    take_acked(&mut b_group, 1, "globex's event reusing acme's id").await?;
+    let mut also = event(&a, "auth.login.failed", 201);
+    also.id = b_sent[0].id.clone();
+    assert!(
+        !bus.publish(also).await?.duplicate,
+        "acme's event was dropped as globex's duplicate"
+    );
+    tail_events(&mut a_tail, 1, "acme's event reusing globex's id").await;
+    take_acked(&mut a_group, 1, "acme's event reusing globex's id").await?;
+
     // Dead letters are kept per tenant.
     let a_bad = event(&a, "edr.process.started", 50);
     let b_bad = event(&b, "edr.process.started", 150);

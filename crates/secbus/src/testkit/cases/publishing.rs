@@ -1,6 +1,7 @@
 //! Publishing: what is stored, once, whole, and in order.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
@@ -171,6 +172,19 @@ pub(crate) async fn dedup_by_id(cx: &Cx<'_>) -> Result<Verdict> {
         (&mut tail, "tail after duplicates"),
     ])
     .await;
+
+    // The window is the configured one: an id is remembered that long, no
+    // longer, so the memory it takes stays bounded.
+    let window = Duration::from_millis(300);
+    let bus = cx.open_with(|c| c.dedup_window = window).await?;
+    let h = event(&t, "auth.login.failed", 3);
+    assert!(!bus.publish(h.clone()).await?.duplicate);
+    assert!(bus.publish(h.clone()).await?.duplicate);
+    tokio::time::sleep(window * 2).await;
+    assert!(
+        !bus.publish(h.clone()).await?.duplicate,
+        "an id was still a duplicate after the dedup window of {window:?}"
+    );
     Ok(Verdict::Passed)
 }
 
@@ -355,6 +369,36 @@ pub(crate) async fn batch_publish_all_or_nothing(cx: &Cx<'_>) -> Result<Verdict>
         .collect();
     assert_eq!(ids(&got), ids(&batch), "the batch is stored in order");
     nothing_more(&mut [(&mut tail, "tail after the batch")]).await;
+
+    // A batch may mix tenants; each event goes to its own tenant's log.
+    let g = globex();
+    let mut other = bus.subscribe(SubscribeOptions::tail(g.clone())).await?;
+    let mixed = vec![
+        event(&t, "audit.user.created", 10),
+        event(&g, "audit.user.created", 11),
+        event(&t, "audit.user.created", 12),
+    ];
+    let receipts = bus.publish_batch(mixed.clone()).await?;
+    assert_eq!(
+        ids(&mixed),
+        receipts
+            .iter()
+            .map(|r| r.id.as_str().to_owned())
+            .collect::<Vec<_>>()
+    );
+    let got: Vec<Event> = take(&mut tail, 2, "acme's part of a mixed batch")
+        .await
+        .iter()
+        .map(|d| d.event().clone())
+        .collect();
+    assert_eq!(ids(&got), ids([&mixed[0], &mixed[2]]));
+    let got = take(&mut other, 1, "globex's part of a mixed batch").await;
+    assert_eq!(got[0].event().id, mixed[1].id);
+    nothing_more(&mut [
+        (&mut tail, "acme's tail after a mixed batch"),
+        (&mut other, "globex's tail after a mixed batch"),
+    ])
+    .await;
     Ok(Verdict::Passed)
 }
 

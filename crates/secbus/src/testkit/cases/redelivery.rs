@@ -36,6 +36,7 @@ pub(crate) async fn nack_redelivery(cx: &Cx<'_>) -> Result<Verdict> {
     let seq = bus.publish(e.clone()).await?.sequence.expect("a sequence");
 
     let d = next(&mut sub, "the first delivery").await;
+    let delivered = d.event().clone();
     assert_eq!(
         (d.event().id.clone(), d.attempt(), d.sequence()),
         (e.id.clone(), 1, seq)
@@ -60,7 +61,7 @@ pub(crate) async fn nack_redelivery(cx: &Cx<'_>) -> Result<Verdict> {
 
     let d = next(&mut sub, "the redelivery after the nack delay").await;
     assert_waited(nacked, delay, "nack with a delay");
-    assert_eq!(d.event().id, e.id);
+    assert_eq!(d.event(), &delivered, "a redelivery is the same event");
     assert_eq!(d.sequence(), seq, "a redelivery keeps the sequence");
     assert_eq!(d.attempt(), 2, "the attempt number did not go up");
     assert!(!d.is_last_attempt());

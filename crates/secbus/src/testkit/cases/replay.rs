@@ -77,9 +77,12 @@ pub(crate) async fn replay_from_beginning(cx: &Cx<'_>) -> Result<Verdict> {
     let mut fresh = bus
         .subscribe(SubscribeOptions::group(t.clone(), "new-only"))
         .await?;
+    let mut live_tail = bus.subscribe(SubscribeOptions::tail(t.clone())).await?;
     check_start(&bus, StartAt::Beginning, "from-start", &sent).await?;
     let got = take_acked(&mut fresh, 1, "a group of new events").await?;
     assert_eq!(n_of(&got[0]), 1_000, "a group starting new saw history");
+    let d = next(&mut live_tail, "a tail of new events").await;
+    assert_eq!(n_of(d.event()), 1_000, "a tail starting new saw history");
     Ok(Verdict::Passed)
 }
 
