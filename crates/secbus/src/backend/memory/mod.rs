@@ -39,6 +39,9 @@ struct TenantLog {
 
 struct TenantState {
     ring: VecDeque<LogRecord>,
+    /// When each record of `ring` was stored, never decreasing: replay by time
+    /// goes by storage time, not by the `time` a producer wrote.
+    stored_at: VecDeque<DateTime<Utc>>,
     next_seq: u64,
     dedup: DedupWindow<DedupKey>,
 }
@@ -69,6 +72,7 @@ impl MemoryLog {
                 Arc::new(TenantLog {
                     state: Mutex::new(TenantState {
                         ring: VecDeque::new(),
+                        stored_at: VecDeque::new(),
                         next_seq: 1,
                         dedup: DedupWindow::new(self.dedup_window),
                     }),
@@ -89,7 +93,9 @@ impl MemoryLog {
         out: &mut Vec<Appended>,
     ) -> Option<()> {
         let mut st = log.state.lock();
-        let now_ms = Utc::now().timestamp_millis();
+        let now = Utc::now();
+        let now = st.stored_at.back().map_or(now, |&last| last.max(now));
+        let now_ms = now.timestamp_millis();
         st.dedup.expire(now_ms);
         for record in &records[out.len()..] {
             let redrive = record.redrive_for.is_some();
@@ -113,6 +119,7 @@ impl MemoryLog {
                     return None;
                 }
                 st.ring.pop_front();
+                st.stored_at.pop_front();
             }
             if !redrive {
                 st.dedup
@@ -123,6 +130,7 @@ impl MemoryLog {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
+            st.stored_at.push_back(now);
             st.ring.push_back(LogRecord {
                 seq,
                 event: record.event.clone(),
@@ -161,10 +169,10 @@ impl LocalLog for MemoryLog {
     async fn seq_at(&self, tenant: &TenantId, time: DateTime<Utc>) -> Result<u64> {
         let log = self.tenant(tenant);
         let st = log.state.lock();
+        let first_at_or_after = st.stored_at.partition_point(|&t| t < time);
         Ok(st
             .ring
-            .iter()
-            .find(|r| r.event.time.is_some_and(|t| t >= time))
+            .get(first_at_or_after)
             .map_or(st.next_seq, |r| r.seq))
     }
 

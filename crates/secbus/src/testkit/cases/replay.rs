@@ -104,12 +104,25 @@ pub(crate) async fn replay_from_time(cx: &Cx<'_>) -> Result<Verdict> {
         return Ok(Verdict::NotSupported("replay"));
     }
     let before = Utc::now() - chrono::Duration::seconds(1);
-    let (early, _) = publish_numbered(&bus, 0, 5).await?;
+    let (mut early, _) = publish_numbered(&bus, 0, 5).await?;
+    // The time is when the event was stored, not the `time` its producer
+    // wrote, which may be skewed or replayed from long ago.
+    let skewed = |n: u64, time| {
+        let mut e = event(&acme(), "audit.config.changed", n);
+        e.time = Some(time);
+        e
+    };
+    let ahead = skewed(5, Utc::now() + chrono::Duration::days(1));
+    bus.publish(ahead.clone()).await?;
+    early.push(ahead);
     // Clear gaps around the mark, so clocks that tick coarsely cannot blur it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mark = Utc::now();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (late, _) = publish_numbered(&bus, 5, 10).await?;
+    let behind = skewed(6, before - chrono::Duration::days(365));
+    bus.publish(behind.clone()).await?;
+    let (more, _) = publish_numbered(&bus, 7, 12).await?;
+    let late: Vec<Event> = std::iter::once(behind).chain(more).collect();
     check_start(&bus, StartAt::Time(mark), "from-mark", &late).await?;
     let all: Vec<Event> = early.into_iter().chain(late).collect();
     let mut tail = bus
