@@ -132,6 +132,23 @@ pub struct Bus {
     inner: Arc<BusInner>,
 }
 
+/// A handle that does not keep the bus alive: the spool's drain holds one, so
+/// a bus dropped by its users is freed even while its spool waits.
+#[derive(Clone)]
+pub(crate) struct WeakBus(std::sync::Weak<BusInner>);
+
+impl WeakBus {
+    pub(crate) fn upgrade(&self) -> Option<Bus> {
+        self.0.upgrade().map(|inner| Bus { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakBus")
+    }
+}
+
 struct BusInner {
     engine: Arc<dyn Engine>,
     config: BusConfig,
@@ -158,7 +175,13 @@ impl Bus {
     /// Opens the engine named by `url` with `config`.
     pub async fn connect_with(url: &str, config: BusConfig) -> Result<Bus> {
         let engine = crate::backend::open(url, &config).await?;
-        Ok(Bus::from_engine(engine, url, config))
+        let bus = Bus::from_engine(engine, url, config);
+        // Events an earlier run spooled start draining now, not at the first
+        // publish_with_fallback of this run.
+        if crate::fallback::holds_events(&bus.inner.config.spool_dir) {
+            bus.spool().await?;
+        }
+        Ok(bus)
     }
 
     /// A bus over an engine made by hand.
@@ -171,6 +194,10 @@ impl Bus {
                 spool: tokio::sync::OnceCell::new(),
             }),
         }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
     }
 
     /// The URL the bus was opened with.
@@ -260,7 +287,7 @@ impl Bus {
             .spool
             .get_or_try_init(|| async {
                 Spool::open(
-                    self.clone(),
+                    self,
                     &self.inner.config.spool_dir,
                     self.inner.config.spool_max_bytes,
                 )
@@ -328,7 +355,7 @@ impl Publisher for Bus {
 
     async fn publish_with_fallback(&self, event: Event) -> FallbackOutcome {
         match self.spool().await {
-            Ok(spool) => spool.publish(event).await,
+            Ok(spool) => spool.publish(self, event).await,
             Err(e) => {
                 let outcome = FallbackOutcome::Refused(e);
                 crate::fallback::log_refusal(&outcome);

@@ -72,11 +72,7 @@ impl ErrorKind {
     pub const fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorKind::Full
-                | ErrorKind::EngineUnavailable
-                | ErrorKind::Timeout
-                | ErrorKind::Io
-                | ErrorKind::Engine
+            ErrorKind::Full | ErrorKind::EngineUnavailable | ErrorKind::Timeout | ErrorKind::Io
         )
     }
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::journal::{Journal, Next, ReadHandle};
-use crate::bus::Bus;
+use crate::bus::{Bus, WeakBus};
 use crate::engine::Record;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
@@ -33,7 +33,7 @@ const FSYNC_EVERY: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Default)]
 struct Target {
     generation: u64,
-    bus: Option<Bus>,
+    bus: Option<WeakBus>,
 }
 
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl Drainer {
 
     /// Drains into `bus` from now on, starting the tasks on the current Tokio
     /// runtime when they are not running.
-    pub(super) fn attach(self: &Arc<Self>, bus: Bus) -> Result<()> {
+    pub(super) fn attach(self: &Arc<Self>, bus: WeakBus) -> Result<()> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::new(
                 ErrorKind::InvalidOptions,
@@ -98,7 +98,11 @@ impl Drainer {
 
     /// False once the bus the spool drains into is closed and none took over.
     pub(super) fn is_draining(&self) -> bool {
-        self.target.borrow().bus.is_some()
+        self.target
+            .borrow()
+            .bus
+            .as_ref()
+            .is_some_and(|b| b.upgrade().is_some())
     }
 
     async fn run(self: Arc<Self>, mut target: watch::Receiver<Target>) {
@@ -106,7 +110,9 @@ impl Drainer {
         let mut handle = ReadHandle::default();
         loop {
             let current = target.borrow_and_update().clone();
-            let Some(bus) = current.bus else {
+            // A bus its users dropped stops the drain until another takes over;
+            // what is spooled stays on disk for the next run.
+            let Some(bus) = current.bus.as_ref().and_then(WeakBus::upgrade) else {
                 if target.changed().await.is_err() {
                     return;
                 }

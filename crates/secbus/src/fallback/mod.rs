@@ -63,7 +63,6 @@ static OPEN: Mutex<Vec<(PathBuf, Weak<Drainer>)>> = Mutex::new(Vec::new());
 /// Get it with [`Bus::spool`]. Every method is safe to call from many tasks.
 pub struct Spool {
     drainer: Arc<Drainer>,
-    bus: Bus,
 }
 
 impl std::fmt::Debug for Spool {
@@ -99,7 +98,7 @@ impl EventTag {
 impl Spool {
     /// Opens the spool in `dir` for `bus` and starts draining what earlier runs
     /// left there. Needs a Tokio runtime (the drain runs on it).
-    pub(crate) fn open(bus: Bus, dir: &Path, max_bytes: u64) -> Result<Spool> {
+    pub(crate) fn open(bus: &Bus, dir: &Path, max_bytes: u64) -> Result<Spool> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -142,22 +141,22 @@ impl Spool {
                 }
             }
         };
-        drainer.attach(bus.clone())?;
-        Ok(Spool { drainer, bus })
+        drainer.attach(bus.downgrade())?;
+        Ok(Spool { drainer })
     }
 
     /// Publishes `event` directly when nothing is spooled; spools it when the
     /// engine is unavailable or when older events still wait in the spool.
-    pub(crate) async fn publish(&self, event: Event) -> FallbackOutcome {
+    pub(crate) async fn publish(&self, bus: &Bus, event: Event) -> FallbackOutcome {
         let tag = EventTag::of(&event);
-        let record = match self.bus.prepare(event) {
+        let record = match bus.prepare(event) {
             Ok(record) => record,
             Err(e) => return self.refuse(e, &tag),
         };
         let journal = &self.drainer.journal;
         let mut cause = None;
         if journal.depth() == 0 {
-            match self.bus.append_records(vec![record.clone()]).await {
+            match bus.append_records(vec![record.clone()]).await {
                 Ok(appended) => {
                     let (sequence, duplicate) = match appended.first() {
                         Some(Appended::Stored(seq)) => (Some(*seq), false),
@@ -315,4 +314,10 @@ mod tests {
         assert_eq!(back.data(), event.data());
         assert_eq!(back.id, event.id);
     }
+}
+
+/// Whether `dir` has spool segments with bytes in them (maybe left by an
+/// earlier run), so the spool should open and drain them without waiting to be used.
+pub(crate) fn holds_events(dir: &Path) -> bool {
+    segment::list(dir).is_ok_and(|segments| segments.iter().any(|s| s.len > 0))
 }
