@@ -18,7 +18,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let acme = TenantId::new("acme")?;
     // A fresh group per run, so a second run starts from its own new events.
-    let group = format!("quickstart-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let group = format!(
+        "quickstart-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    );
     let mut workers = bus
         .subscribe(
             SubscribeOptions::group(acme.clone(), group.as_str())
@@ -69,9 +72,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("subscription ended")??;
         let event = delivery.event();
         if event.ty.as_str() == "auth.login.succeeded" {
-            println!("  {} attempt {}: enrichment failed", event.ty, delivery.attempt());
+            println!(
+                "  {} attempt {}: enrichment failed",
+                event.ty,
+                delivery.attempt()
+            );
             let last = delivery.is_last_attempt();
-            delivery.nack(None, Some("enrichment API unreachable")).await?;
+            delivery
+                .nack(None, Some("enrichment API unreachable"))
+                .await?;
             settled += usize::from(last);
         } else {
             let ip = event.data().unwrap_or_default()["ip"].clone();
@@ -123,12 +132,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?
             .ok_or("subscription ended")??;
         let e = d.event();
+        // UUIDv7 ids share their time prefix: the tail tells them apart.
+        let short = |id: &str| id[id.len().saturating_sub(8)..].to_owned();
         println!(
-            "  #{:<6} {:<22} id={} caused_by={}",
+            "  #{:<6} {:<22} id=..{} caused_by={}",
             d.sequence(),
             e.ty,
-            &e.id.as_str()[..8],
-            e.causationid.as_deref().map_or("-", |c| &c[..8])
+            short(e.id.as_str()),
+            e.causationid
+                .as_deref()
+                .map_or("-".to_owned(), |c| format!("..{}", short(c)))
         );
     }
     bus.close().await?;

@@ -50,6 +50,7 @@ pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventBuilder, EventId, EventType, SPEC_VERSION, TenantId,
 };
 pub use fallback::{DEFAULT_SPOOL_MAX_BYTES, FallbackOutcome, Spool};
+pub use handler::{Handler, HandlerContext, HandlerError, Worker};
 pub use subscription::{
     DEFAULT_MAX_DELIVERIES, Mode, StartAt, SubscribeOptions, Subscription, TypePattern,
 };
