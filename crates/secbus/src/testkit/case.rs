@@ -91,37 +91,6 @@ pub enum Case {
     batch_publish_all_or_nothing,
 }
 
-impl Case {
-    /// Every case, in the order the suite lists them.
-    pub const ALL: &'static [Case] = &[
-        Case::round_trip,
-        Case::tenant_isolation,
-        Case::type_filters,
-        Case::group_work_sharing,
-        Case::fan_out_across_groups,
-        Case::group_keeps_position_without_members,
-        Case::nack_redelivery,
-        Case::ack_wait_redelivery,
-        Case::dead_letter_after_max_deliveries,
-        Case::term_dead_letters_immediately,
-        Case::redrive,
-        Case::dedup_by_id,
-        Case::content_dedup,
-        Case::order_per_partition_key,
-        Case::backpressure,
-        Case::replay_from_beginning,
-        Case::replay_from_sequence,
-        Case::replay_from_time,
-        Case::persistence_across_restart,
-        Case::concurrent_publishers,
-        Case::graceful_shutdown,
-        Case::size_limit,
-        Case::fallback_spool_drains_in_order,
-        Case::tail_lag,
-        Case::batch_publish_all_or_nothing,
-    ];
-}
-
 /// Runs one case against the engine behind `harness`.
 ///
 /// A failed check panics with what was expected; an error of the bus is returned.

@@ -212,7 +212,7 @@ pub(crate) async fn order_per_partition_key(cx: &Cx<'_>) -> Result<Verdict> {
                         l.most_keys_at_once = l.most_keys_at_once.max(l.in_flight.len());
                         l.processed.entry(key.clone()).or_default().push(n_of(e));
                     }
-                    let pause = rand::random::<u64>() % 3;
+                    let pause = 1 + rand::random::<u64>() % 3;
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                     {
                         let mut l = log.lock();
