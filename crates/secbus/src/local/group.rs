@@ -239,10 +239,9 @@ impl GroupState {
                 .pending
                 .get(&seq)
                 .is_some_and(|p| p.deadline == deadline)
+                && let Some(p) = self.pending.remove(&seq)
             {
-                if let Some(p) = self.pending.remove(&seq) {
-                    self.ready.push_back(p.entry);
-                }
+                self.ready.push_back(p.entry);
             }
         }
         if self.deadlines.len() > 64 && self.deadlines.len() > 2 * self.pending.len() {
@@ -275,15 +274,15 @@ impl GroupState {
     /// A settled entry gives its key to the next blocked entry of that key, or frees it.
     fn release_key(&mut self, entry: &Entry) {
         let Some(key) = entry.key() else { return };
-        if let Some(queue) = self.blocked.get_mut(key) {
-            if let Some(next) = queue.pop_front() {
-                self.blocked_len -= 1;
-                if queue.is_empty() {
-                    self.blocked.remove(key);
-                }
-                self.ready.push_back(next);
-                return;
+        if let Some(queue) = self.blocked.get_mut(key)
+            && let Some(next) = queue.pop_front()
+        {
+            self.blocked_len -= 1;
+            if queue.is_empty() {
+                self.blocked.remove(key);
             }
+            self.ready.push_back(next);
+            return;
         }
         self.busy.remove(key);
     }

@@ -107,11 +107,11 @@ impl MemoryLog {
                 out.push(Appended::Duplicate);
                 continue;
             }
-            if let (false, Some(k)) = (redrive, record.content_key) {
-                if st.dedup.contains(&DedupKey::Content(k)) {
-                    out.push(Appended::Duplicate);
-                    continue;
-                }
+            if let (false, Some(k)) = (redrive, record.content_key)
+                && st.dedup.contains(&DedupKey::Content(k))
+            {
+                out.push(Appended::Duplicate);
+                continue;
             }
             if st.ring.len() >= self.capacity {
                 let oldest = st.ring.front().map_or(0, |r| r.seq);
