@@ -123,6 +123,53 @@ end
 return released
 "#;
 
+/// KEYS: 1 = log, 2 = the group's delayed set.
+/// ARGV: 1 = group, 2 = consumer, 3 = at most this many, 4.. = the entries the
+/// member knows about (handed out, or waiting in it).
+/// After an outage a member may own entries it never saw: a read or a claim
+/// the server carried out but whose reply was lost with the connection. This
+/// takes them back as they stand (same delivery count, idle time reset) and
+/// returns `{id, deliveries, fields}` for each, like the claim.
+const RECOVER: &str = r#"
+local log, delayed, group, me = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local limit = tonumber(ARGV[3])
+local known = {}
+for i = 4, #ARGV do known[ARGV[i]] = true end
+local out, start, scanned = {}, '-', 0
+while #out < limit and scanned < 100 * limit do
+  local pending = redis.call('XPENDING', log, group, start, '+', 1000, me)
+  if #pending == 0 then break end
+  for _, p in ipairs(pending) do
+    local id, count = p[1], p[4]
+    if #out < limit and not known[id] and not redis.call('ZSCORE', delayed, id) then
+      local got = redis.call('XCLAIM', log, group, me, 0, id, 'RETRYCOUNT', count)
+      if got[1] then out[#out + 1] = {got[1][1], count, got[1][2]} end
+    end
+  end
+  scanned = scanned + #pending
+  start = '(' .. pending[#pending][1]
+end
+return out
+"#;
+
+/// Takes back this member's pending entries that it does not know about
+/// (`known`: handed out or waiting in it), as they stand.
+pub(super) async fn recover(
+    conn: &mut ConnectionManager,
+    member: &GroupMember,
+    limit: usize,
+    known: &[String],
+) -> redis::RedisResult<crate::error::Result<Vec<Claimed>>> {
+    let reply: Value = eval(RECOVER, &[member.log.clone(), member.delayed.clone()])
+        .arg(&member.group)
+        .arg(&member.consumer)
+        .arg(limit)
+        .arg(known)
+        .query_async(conn)
+        .await?;
+    Ok(parse_claimed(reply))
+}
+
 /// An idle time longer than any ack wait (a year), and still shorter than the
 /// time since the epoch, which Redis requires of it.
 const ABANDONED_MS: u64 = 365 * 24 * 3600 * 1000;

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::claim::{ClaimRequest, Claimed, claim, sweep, touch};
+use super::claim::{ClaimRequest, Claimed, claim, recover, sweep, touch};
 use super::engine::Shared;
 use super::entry::{LogEntry, RawEntry, read_reply};
 use super::error::{from_redis, is_busy_group, is_no_group, is_unavailable};
@@ -102,6 +102,7 @@ pub(super) async fn subscribe_group(
         chores: None,
         next_claim: Instant::now(),
         outage: None,
+        lost_replies: false,
         closed: shared.closed.subscribe(),
     }))
 }
@@ -198,6 +199,9 @@ struct Member {
     next_claim: Instant,
     /// Since when the server has been unreachable, and the next retry delay.
     outage: Option<(Instant, Duration)>,
+    /// A read or claim failed with the connection: the next chores look for
+    /// entries the server gave this member in a reply that was lost.
+    lost_replies: bool,
     closed: watch::Receiver<bool>,
 }
 
@@ -228,6 +232,8 @@ struct Chores {
     touched: Vec<String>,
     /// ...and those of them still this member's.
     mine: HashSet<String>,
+    /// Entries this member owned without knowing (after lost replies).
+    recovered: crate::error::Result<Vec<Claimed>>,
     claimed: crate::error::Result<Vec<Claimed>>,
 }
 
@@ -368,11 +374,23 @@ impl Member {
             .saturating_sub(self.held_ids.len())
             .max(MIN_CLAIM)
             .max(own_due.len());
+        let known: Option<Vec<String>> = std::mem::take(&mut self.lost_replies).then(|| {
+            self.settler
+                .out()
+                .into_iter()
+                .chain(self.held_ids.iter().copied())
+                .map(|s| StreamId::from_sequence(s).to_string())
+                .collect()
+        });
         let member = self.member.clone();
         let ack_wait_ms = self.ack_wait.as_millis() as u64;
         let grace_ms = self.grace.as_millis() as u64;
         self.chores = Some(tokio::spawn(async move {
             let mut conn = member.shared.conn();
+            let recovered = match known {
+                Some(known) => recover(&mut conn, &member, count, &known).await?,
+                None => Ok(Vec::new()),
+            };
             let mine = if touched.is_empty() {
                 HashSet::new()
             } else {
@@ -392,6 +410,7 @@ impl Member {
             Ok(Chores {
                 touched,
                 mine,
+                recovered,
                 claimed,
             })
         }));
@@ -427,7 +446,8 @@ impl Member {
                 self.held_ids.remove(&seq);
             }
         }
-        for Claimed { entry, deliveries } in chores.claimed? {
+        let claimed = chores.recovered?.into_iter().chain(chores.claimed?);
+        for Claimed { entry, deliveries } in claimed {
             match self.wanted(&entry) {
                 Some(decoded) => self.hold(Held {
                     entry: decoded,
@@ -580,12 +600,19 @@ impl Member {
         if is_unavailable(&e) {
             return Recovery::Retry;
         }
+        if e.is_unrecoverable_error() {
+            // The connection is being replaced: its replies are lost.
+            return Recovery::Retry;
+        }
         Recovery::Report(from_redis("reading the consumer group", e))
     }
 
     /// Recreates a lost group, or waits before a retry while the server is
     /// unreachable; `Some` when the subscriber should hear of the error.
     async fn recover(&mut self, recovery: Recovery) -> Option<Error> {
+        if !matches!(recovery, Recovery::Report(_)) {
+            self.lost_replies = true;
+        }
         let recovery = match recovery {
             Recovery::Recreate => {
                 let mut conn = self.member.shared.conn();

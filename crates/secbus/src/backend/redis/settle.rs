@@ -246,6 +246,11 @@ impl Settler {
         due
     }
 
+    /// The sequences handed out and not settled.
+    pub(super) fn out(&self) -> Vec<u64> {
+        self.keys.lock().out.keys().copied().collect()
+    }
+
     /// Whether one of this member's nacks is due.
     pub(super) fn is_due(&self, now: Instant) -> bool {
         self.next_due().is_some_and(|at| at <= now)
