@@ -1,6 +1,7 @@
 //! What survives a close and a restart.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::error::{ErrorKind, Result};
 use crate::event::Event;
@@ -10,6 +11,10 @@ use crate::testkit::context::{Cx, acme, event, ids, pattern, sorted_ids};
 use crate::testkit::wait::{next, next_item, nothing_more, take, take_acked};
 use crate::{Publisher, Subscriber};
 
+/// The ack wait of groups that live through a restart: deliveries unsettled
+/// at the restart come back after it.
+const RESTART_ACK_WAIT: Duration = Duration::from_secs(1);
+
 pub(crate) async fn persistence_across_restart(cx: &Cx<'_>) -> Result<Verdict> {
     let bus = cx.open().await?;
     let caps = bus.capabilities();
@@ -17,7 +22,11 @@ pub(crate) async fn persistence_across_restart(cx: &Cx<'_>) -> Result<Verdict> {
         return Ok(Verdict::NotSupported("persistent"));
     }
     let t = acme();
-    let keep = SubscribeOptions::group(t.clone(), "keep").types(pattern("auth.>"));
+    // What is in flight at the restart comes back after the ack wait: keep it
+    // short, as engines that keep deliveries on a server only redeliver then.
+    let keep = SubscribeOptions::group(t.clone(), "keep")
+        .types(pattern("auth.>"))
+        .ack_wait(RESTART_ACK_WAIT);
     let poison = SubscribeOptions::group(t.clone(), "poison").types(pattern("audit.>"));
     let mut sub = bus.subscribe(keep.clone()).await?;
     let mut poisoned = bus.subscribe(poison.clone()).await?;
@@ -116,7 +125,7 @@ pub(crate) async fn graceful_shutdown(cx: &Cx<'_>) -> Result<Verdict> {
     let bus = cx.open().await?;
     let caps = bus.capabilities();
     let t = acme();
-    let options = SubscribeOptions::group(t.clone(), "shutdown");
+    let options = SubscribeOptions::group(t.clone(), "shutdown").ack_wait(RESTART_ACK_WAIT);
     let mut group = bus.subscribe(options.clone()).await?;
     let mut tail = bus.subscribe(SubscribeOptions::tail(t.clone())).await?;
     let sent: Vec<Event> = (0..11).map(|n| event(&t, "auth.login.failed", n)).collect();
