@@ -151,13 +151,6 @@ impl Error {
         self.field.as_deref()
     }
 
-    pub(crate) fn engine_unavailable(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Error::new(ErrorKind::EngineUnavailable, message).with_source(source)
-    }
-
     pub(crate) fn closed() -> Self {
         Error::new(ErrorKind::Closed, "the bus is closed")
     }

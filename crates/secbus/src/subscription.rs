@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
 use crate::delivery::{DeadLetter, Delivery, GroupContext};
-use crate::engine::{Engine, EngineStream};
+use crate::engine::{Engine, EngineDelivery, EngineStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventType, TenantId};
 
@@ -307,21 +307,17 @@ impl Subscription {
                     expected_tenant = %self.options.tenant,
                     "engine returned an event of another tenant; skipped"
                 );
-                if let Some(acker) = &raw.acker {
-                    let _ = acker.ack(raw.sequence).await;
-                }
+                settle_in_background(raw, None);
                 continue;
             }
             if let Some(target) = &raw.redrive_for {
                 // A redriven dead letter is meant for one group; others and tails skip it.
                 if self.group.as_ref().is_none_or(|g| g.group != **target) {
-                    if let Some(acker) = &raw.acker {
-                        let _ = acker.ack(raw.sequence).await;
-                    }
+                    settle_in_background(raw, None);
                     continue;
                 }
             }
-            if let (Some(group), Some(acker)) = (&self.group, &raw.acker) {
+            if let (Some(group), true) = (&self.group, raw.acker.is_some()) {
                 if raw.attempt > self.options.max_deliveries {
                     let dl = DeadLetter::new(
                         &raw.event,
@@ -333,14 +329,40 @@ impl Subscription {
                             self.options.ack_wait
                         )),
                     );
-                    if let Err(e) = group.engine.put_dead_letter(dl).await {
-                        return Some(Err(e));
-                    }
-                    let _ = acker.ack(raw.sequence).await;
+                    settle_in_background(raw, Some((group.engine.clone(), dl)));
                     continue;
                 }
             }
             return Some(Ok(Delivery::new(raw, self.group.clone(), permit)));
         }
     }
+}
+
+/// Acks a delivery the subscriber will never see, after storing its dead
+/// letter when there is one. It runs as its own task so that a caller dropping
+/// `next()` (a timeout, a `select!`) cannot cut it between the two steps, which
+/// would dead-letter the event a second time. If the dead letter cannot be
+/// stored, the delivery is left unacked and comes back after the ack wait.
+fn settle_in_background(raw: EngineDelivery, dead_letter: Option<(Arc<dyn Engine>, DeadLetter)>) {
+    let Some(acker) = raw.acker else { return };
+    tokio::spawn(async move {
+        if let Some((engine, dl)) = dead_letter {
+            if let Err(e) = engine.put_dead_letter(dl).await {
+                tracing::error!(
+                    event_id = %raw.event.id,
+                    event_type = %raw.event.ty,
+                    tenant_id = %raw.event.tenant,
+                    correlation_id = %raw.event.correlationid,
+                    code = e.code(),
+                    error = %e,
+                    "cannot store a dead letter; the event comes back after the ack wait"
+                );
+                return;
+            }
+        }
+        if let Err(e) = acker.ack(raw.sequence).await {
+            tracing::warn!(event_id = %raw.event.id, code = e.code(), error = %e,
+                "cannot ack a skipped delivery; it comes back after the ack wait");
+        }
+    });
 }
