@@ -95,10 +95,10 @@ impl LocalLog for EmbeddedLog {
                 from = below;
                 continue;
             }
-            if records.len() < max {
-                if let Cached::Hit(more) = self.recent.read(tenant, below, max - records.len()) {
-                    records.extend(more);
-                }
+            if records.len() < max
+                && let Cached::Hit(more) = self.recent.read(tenant, below, max - records.len())
+            {
+                records.extend(more);
             }
             return Ok(LogRead { records, missed: 0 });
         }
@@ -186,9 +186,28 @@ pub(super) fn time_ns(time: DateTime<Utc>) -> i64 {
 
 /// The position after the newest record of any tenant, as committed in the file.
 pub(super) fn head(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT next_seq FROM log_head WHERE id = 0")?
-        .query_row([], |r| r.get::<_, i64>(0))
-        .map(|s| s as u64)
+    tip(conn).map(|(next, _)| next)
+}
+
+/// Where the log ends: the position after the newest record and the newest
+/// stored time. Read from the newest row; `log_head` remembers both for when
+/// retention deleted every row, so a position is never given out twice.
+pub(super) fn tip(conn: &Connection) -> rusqlite::Result<(u64, i64)> {
+    conn.prepare_cached(
+        "SELECT max(coalesce((SELECT seq + 1 FROM log ORDER BY seq DESC LIMIT 1), 1), next_seq),
+                max(coalesce((SELECT stored_at FROM log ORDER BY seq DESC LIMIT 1), 0),
+                    last_stored_at)
+         FROM log_head WHERE id = 0",
+    )?
+    .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+}
+
+/// Writes the tip into `log_head`; retention calls it before deleting.
+pub(super) fn save_tip(conn: &Connection) -> rusqlite::Result<()> {
+    let (next, stored_at) = tip(conn)?;
+    conn.prepare_cached("UPDATE log_head SET next_seq = ?1, last_stored_at = ?2 WHERE id = 0")?
+        .execute((seq_param(next), stored_at))
+        .map(drop)
 }
 
 /// A position such that every record before it was stored before `at` and
@@ -229,7 +248,8 @@ fn read_range(
     below: u64,
     max: usize,
 ) -> Result<Vec<LogRecord>> {
-    let read = || -> rusqlite::Result<Vec<(i64, Result<Event>, Option<String>)>> {
+    type Row = (i64, Result<Event>, Option<String>);
+    let read = || -> rusqlite::Result<Vec<Row>> {
         let Some(id) = tenants.lookup(conn, tenant)? else {
             return Ok(Vec::new());
         };

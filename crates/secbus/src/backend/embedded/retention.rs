@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::log::{first_stored_at, head, seq_param};
+use super::log::{first_stored_at, head, save_tip, seq_param};
 use super::recent::Recent;
 use super::schema::now_ns;
 use super::tenants::Tenants;
@@ -56,8 +56,8 @@ impl Retention {
         self.next_run = started + EVERY;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut trims = Vec::new();
-        let outcome = self
-            .by_age(conn, &mut trims)
+        let outcome = save_tip(conn)
+            .and_then(|()| self.by_age(conn, &mut trims))
             .and_then(|more| Ok(more | self.by_count(conn, &mut trims)?))
             .and_then(|more| conn.execute_batch("COMMIT").map(|()| more));
         let more = match outcome {

@@ -41,8 +41,9 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection> {
             )));
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Fewer, larger checkpoints: each one syncs the database file.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // The checkpointer thread copies the log into the database file, off
+        // the writer's thread; see `checkpoint`.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         conn.pragma_update(None, "cache_size", -16 * 1024)?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -68,13 +69,20 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection> {
 
 /// Opens a connection that only reads.
 pub(super) fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = open_side(path)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(|e| open_error(path, e))?;
+    Ok(conn)
+}
+
+/// Opens a connection that writes no rows (reads, or checkpoints).
+pub(super) fn open_side(path: &Path) -> Result<Connection> {
     // Read-write at the file level: a WAL reader needs to update the shared
-    // memory index; `query_only` keeps this connection from writing rows.
+    // memory index.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "query_only", true)?;
         conn.pragma_update(None, "cache_size", -8 * 1024)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(())
@@ -84,9 +92,11 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection> {
 }
 
 /// `seq` is the rowid: one sequence for every tenant, assigned by the writer
-/// from `log_head` so a sequence is never reused, even after retention empties
-/// the table. `stored_at` (Unix nanoseconds) never decreases along `seq`, which
-/// lets time lookups binary-search the rowid instead of keeping a time index.
+/// after the newest row. `log_head` keeps the tip from before each retention
+/// run, so a sequence is never reused, even after retention empties the table;
+/// commits do not write it, which saves a page per commit. `stored_at` (Unix
+/// nanoseconds) never decreases along `seq`, which lets time lookups
+/// binary-search the rowid instead of keeping a time index.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tenants (
     id INTEGER PRIMARY KEY,

@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rusqlite::Connection;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use tokio::sync::mpsc as mpsc_async;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
+use super::checkpoint::{self, Checkpointer};
+use super::committed::{self, Answer, Committed};
 use super::dedup::DedupKey;
-use super::log::{EmbeddedLog, seq_param};
+use super::log::{EmbeddedLog, seq_param, tip};
 use super::retention::Retention;
 use super::schema::{now_ns, sql_error};
 use crate::delivery::DedupWindow;
@@ -31,6 +34,9 @@ use crate::local::LogRecord;
 
 /// Records committed in one transaction, at most (a publisher's batch is never split).
 const MAX_BATCH: usize = 4096;
+/// The longest a transaction waits for more callers, and how often it looks.
+const LINGER_MAX: Duration = Duration::from_micros(500);
+const LINGER_STEP: Duration = Duration::from_micros(50);
 /// Records queued for the writer, at most.
 pub(super) const QUEUE_RECORDS: usize = 16_384;
 
@@ -46,7 +52,7 @@ enum Op {
     Append {
         records: Vec<Encoded>,
         reply: oneshot::Sender<Result<Vec<Appended>>>,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     },
     /// Any other change (group state, dead letters), in its own savepoint so
     /// its failure fails only its caller.
@@ -74,6 +80,7 @@ pub(super) struct Start {
     pub(super) conn: Connection,
     pub(super) dedup: DedupWindow<DedupKey>,
     pub(super) retention: Retention,
+    pub(super) checkpointer: Checkpointer,
 }
 
 /// The handle publishers and stores use to reach the writer thread.
@@ -86,16 +93,21 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn spawn(start: Start, log: Arc<EmbeddedLog>) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
+        let committed = committed::spawn(log.clone());
         let state = WriterThread {
             conn: start.conn,
             log,
             dedup: start.dedup,
             retention: start.retention,
+            checkpointer: start.checkpointer,
+            since_checkpoint: 0,
+            committed,
             tenant_ids: HashMap::new(),
             next_seq: 0,
+            target: 1,
         };
         let thread = std::thread::Builder::new()
-            .name("secbus-embedded-writer".to_owned())
+            .name("secbus-writer".to_owned())
             .spawn(move || state.run(rx))
             .map_err(|e| {
                 Error::new(ErrorKind::Io, "cannot start the embedded writer").with_source(e)
@@ -131,7 +143,7 @@ impl Writer {
         self.send(Op::Append {
             records,
             reply,
-            _permit: permit,
+            permit,
         })?;
         answer.await.map_err(|_| Error::closed())?
     }
@@ -178,9 +190,15 @@ struct WriterThread {
     log: Arc<EmbeddedLog>,
     dedup: DedupWindow<DedupKey>,
     retention: Retention,
+    checkpointer: Checkpointer,
+    /// Log pages written since the checkpointer was last nudged, about.
+    since_checkpoint: usize,
+    committed: mpsc_async::UnboundedSender<Committed>,
     tenant_ids: HashMap<TenantId, i64>,
     /// Where the next record goes, as far as this process knows.
     next_seq: u64,
+    /// Callers in the last transaction: how many to wait for in the next.
+    target: usize,
 }
 
 /// What one queued operation got.
@@ -214,16 +232,31 @@ impl WriterThread {
             let mut queued = first.records();
             let mut closing = matches!(first, Op::Close { .. });
             let mut batch = vec![first];
-            while queued < MAX_BATCH && !closing {
-                match rx.try_recv() {
-                    Ok(op) => {
-                        queued += op.records();
-                        closing = matches!(op, Op::Close { .. });
-                        batch.push(op);
+            let lingering = Instant::now();
+            loop {
+                while queued < MAX_BATCH && !closing {
+                    match rx.try_recv() {
+                        Ok(op) => {
+                            queued += op.records();
+                            closing = matches!(op, Op::Close { .. });
+                            batch.push(op);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+                // The callers of the last transaction are likely on their way
+                // back: wait a little for them rather than commit a few at a
+                // time. A lone caller (target 1) never waits.
+                if batch.len() >= self.target
+                    || queued >= MAX_BATCH
+                    || closing
+                    || lingering.elapsed() >= LINGER_MAX
+                {
+                    break;
+                }
+                std::thread::sleep(LINGER_STEP);
             }
+            self.target = batch.len().div_ceil(2);
             self.process(batch);
             if closing {
                 return;
@@ -302,10 +335,7 @@ impl WriterThread {
     ) -> rusqlite::Result<(Vec<Outcome>, u64)> {
         let conn = &self.conn;
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let (head, last_stored_at): (i64, i64) = conn
-            .prepare_cached("SELECT next_seq, last_stored_at FROM log_head WHERE id = 0")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let head = head as u64;
+        let (head, last_stored_at) = tip(conn)?;
         if head != self.next_seq {
             // Another process appended since this one last did: what is cached
             // no longer holds every record from its start.
@@ -317,6 +347,8 @@ impl WriterThread {
         self.dedup.expire(now_ms);
         let mut seq = head;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut last_tenant: Option<(TenantId, i64)> = None;
+        let mut bytes = 0;
         let mut insert = conn.prepare_cached(
             "INSERT INTO log (seq, tenant, stored_at, event, content_key, redrive_for)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -326,25 +358,31 @@ impl WriterThread {
                 Op::Append { records, .. } => {
                     let mut results = Vec::with_capacity(records.len());
                     for r in records.iter() {
-                        let tenant = self.tenant_ids[&r.record.event.tenant];
-                        let redrive = r.record.redrive_for.is_some();
-                        if !redrive {
-                            let id = DedupKey::id(tenant, r.record.event.id.as_str());
+                        let event = &r.record.event;
+                        // Publishers send runs of one tenant: skip the map lookup.
+                        if last_tenant.as_ref().is_none_or(|(t, _)| *t != event.tenant) {
+                            last_tenant =
+                                Some((event.tenant.clone(), self.tenant_ids[&event.tenant]));
+                        }
+                        let tenant = last_tenant.as_ref().map_or(0, |(_, id)| *id);
+                        if r.record.redrive_for.is_none() {
                             let content =
                                 r.record.content_key.map(|k| DedupKey::Content(tenant, k));
-                            if self.dedup.contains(&id)
-                                || content.is_some_and(|k| self.dedup.contains(&k))
-                            {
+                            if content.is_some_and(|k| self.dedup.contains(&k)) {
                                 results.push(Appended::Duplicate);
                                 continue;
                             }
-                            if self.dedup.insert(id, now_ms) {
-                                added.push(id);
+                            // One probe: `insert` says whether the id was in the window.
+                            let id = DedupKey::id(tenant, event.id.as_str());
+                            if !self.dedup.insert(id, now_ms) {
+                                results.push(Appended::Duplicate);
+                                continue;
                             }
-                            if let Some(k) = content {
-                                if self.dedup.insert(k, now_ms) {
-                                    added.push(k);
-                                }
+                            added.push(id);
+                            if let Some(k) = content
+                                && self.dedup.insert(k, now_ms)
+                            {
+                                added.push(k);
                             }
                         }
                         insert.execute((
@@ -356,6 +394,7 @@ impl WriterThread {
                             r.record.redrive_for.as_deref(),
                         ))?;
                         results.push(Appended::Stored(seq));
+                        bytes += r.json.len();
                         seq += 1;
                     }
                     outcomes.push(Outcome::Append(results));
@@ -369,99 +408,91 @@ impl WriterThread {
         }
         drop(insert);
         self.log.own_next.store(seq, Ordering::Release);
-        conn.prepare_cached("UPDATE log_head SET next_seq = ?1, last_stored_at = ?2 WHERE id = 0")?
-            .execute((seq_param(seq), stored_at))?;
         conn.execute_batch("COMMIT")?;
+        self.since_checkpoint += checkpoint::pages((seq - head) as usize, bytes);
+        if self.since_checkpoint >= checkpoint::EVERY_PAGES {
+            self.since_checkpoint = 0;
+            self.checkpointer.nudge();
+        }
         Ok((outcomes, seq))
     }
 
-    /// After `COMMIT`: caches the new records, wakes their readers, answers
-    /// every caller.
+    /// After `COMMIT`: hands the stored records' events (the publishers' own
+    /// `Arc`s) and every answer over to the runtime.
     fn publish(&self, batch: Vec<Op>, outcomes: Vec<Outcome>, next_seq: u64) {
-        let mut touched: Vec<TenantId> = Vec::new();
-        let mut replies = Vec::with_capacity(batch.len());
+        let mut records: Vec<(TenantId, Vec<LogRecord>)> = Vec::new();
+        let mut spent = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
         for (op, outcome) in batch.into_iter().zip(outcomes) {
             match (op, outcome) {
                 (
                     Op::Append {
-                        records,
+                        records: encoded,
                         reply,
-                        _permit,
+                        permit,
                     },
                     Outcome::Append(results),
                 ) => {
-                    self.cache(records, &results, &mut touched);
-                    replies.push(Reply::Append(reply, results));
+                    runs(encoded, &results, &mut records, &mut spent);
+                    answers.push(Answer::Append(reply, Ok(results), permit));
                 }
                 (Op::Write { reply, .. }, Outcome::Write(result)) => {
-                    let _ = reply.send(result);
+                    answers.push(Answer::Write(reply, result));
                 }
-                (Op::Close { reply }, Outcome::Close) => replies.push(Reply::Close(reply)),
+                (Op::Close { reply }, Outcome::Close) => {
+                    answers.push(Answer::Close(reply, self.checkpoint()));
+                }
                 _ => {}
             }
         }
-        for tenant in &touched {
-            self.log.bump(tenant, next_seq);
-        }
-        for reply in replies {
-            match reply {
-                Reply::Append(reply, results) => {
-                    let _ = reply.send(Ok(results));
-                }
-                Reply::Close(reply) => {
-                    let _ = reply.send(self.checkpoint());
-                }
-            }
-        }
-    }
-
-    /// Hands the stored records' events (the publishers' own `Arc`s) to the cache.
-    fn cache(&self, records: Vec<Encoded>, results: &[Appended], touched: &mut Vec<TenantId>) {
-        let mut stored = records
-            .into_iter()
-            .zip(results)
-            .filter_map(|(r, a)| match a {
-                Appended::Stored(seq) => Some(LogRecord {
-                    seq: *seq,
-                    event: r.record.event,
-                    redrive_for: r.record.redrive_for,
-                }),
-                Appended::Duplicate => None,
-            })
-            .peekable();
-        while let Some(first) = stored.next() {
-            let tenant = first.event.tenant.clone();
-            let mut run = vec![first];
-            while let Some(next) = stored.next_if(|r| r.event.tenant == tenant) {
-                run.push(next);
-            }
-            self.log.recent.push(&tenant, run);
-            if !touched.contains(&tenant) {
-                touched.push(tenant);
-            }
-        }
+        let _ = self.committed.send(Committed {
+            records,
+            next_seq,
+            answers,
+            spent,
+        });
     }
 
     fn fail(&self, batch: Vec<Op>, kind: ErrorKind, message: &str) {
-        for op in batch {
-            match op {
-                Op::Append { reply, .. } => {
-                    let _ = reply.send(Err(Error::new(kind, message)));
+        let answers = batch
+            .into_iter()
+            .map(|op| match op {
+                Op::Append { reply, permit, .. } => {
+                    Answer::Append(reply, Err(Error::new(kind, message)), permit)
                 }
-                Op::Write { reply, .. } => {
-                    let _ = reply.send(Err(Error::new(kind, message)));
-                }
-                Op::Close { reply } => {
-                    let _ = reply.send(self.checkpoint());
-                }
-            }
-        }
+                Op::Write { reply, .. } => Answer::Write(reply, Err(Error::new(kind, message))),
+                Op::Close { reply } => Answer::Close(reply, self.checkpoint()),
+            })
+            .collect();
+        let _ = self.committed.send(Committed {
+            records: Vec::new(),
+            next_seq: self.next_seq,
+            answers,
+            spent: Vec::new(),
+        });
     }
 }
 
-enum Reply {
-    Append(oneshot::Sender<Result<Vec<Appended>>>, Vec<Appended>),
-    Close(oneshot::Sender<Result<()>>),
+/// Appends the stored records of one call to `out`, in runs of one tenant.
+fn runs(
+    encoded: Vec<Encoded>,
+    results: &[Appended],
+    out: &mut Vec<(TenantId, Vec<LogRecord>)>,
+    spent: &mut Vec<Vec<u8>>,
+) {
+    for (r, a) in encoded.into_iter().zip(results) {
+        spent.push(r.json);
+        let Appended::Stored(seq) = a else { continue };
+        let rec = LogRecord {
+            seq: *seq,
+            event: r.record.event,
+            redrive_for: r.record.redrive_for,
+        };
+        match out.last_mut() {
+            Some((tenant, run)) if *tenant == rec.event.tenant => run.push(rec),
+            _ => out.push((rec.event.tenant.clone(), vec![rec])),
+        }
+    }
 }
 
 /// Runs one write in its own savepoint, so it fails alone.
