@@ -1,12 +1,113 @@
 //! `nats://host:port`: NATS JetStream.
+//!
+//! # URL
+//!
+//! `nats://[user:password@]host:port[,host:port...][?setting=value&...]`; every
+//! setting is optional:
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `stream` | `SECBUS` | the events stream |
+//! | `prefix` | `secbus` | subjects are `<prefix>.<tenant>.<type>` |
+//! | `dlq_stream` | `<stream>_DLQ` | the dead-letter stream, over `<prefix>-dlq.<tenant>.<id>` |
+//! | `replicas` | `1` | stream replicas (1 to 5; 3 on a three-node cluster) |
+//! | `storage` | `file` | `file` or `memory` (memory keeps nothing across a server restart) |
+//! | `max_age` | `BusConfig::retention_max_age`, else forever | e.g. `7d`, `24h`, `30m` |
+//! | `max_bytes` | none | e.g. `10GiB`, `500MB`; the oldest events go first |
+//! | `timeout` | `5s` | PubAck, API request and double-ack wait |
+//! | `publish_window` | `256` | PubAcks awaited at once per publish batch |
+//! | `ack` | `plain` | `plain` or `double`; see "Acks" below |
+//!
+//! `BusConfig::retention_max_events` (a count per tenant) has no JetStream
+//! equivalent and is refused with `invalid_options`; bound the stream by age
+//! or bytes instead.
+//!
+//! # What is on the wire
+//!
+//! An event is one message on `<prefix>.<tenant>.<type>` (the type's dots are
+//! subject tokens, so `nats sub 'secbus.acme.auth.>'` filters like a secbus
+//! type pattern). Its body is the CloudEvent in **structured content mode** of
+//! the CloudEvents NATS protocol binding: the JSON object with every attribute
+//! and `data`, and the header `Content-Type: application/cloudevents+json`. No
+//! `ce-` headers are written: the body is the one copy of the attributes, so
+//! any NATS client, or a CloudEvents SDK's NATS binding, reads the event as is.
+//! Other headers: `Nats-Msg-Id` (dedup, below) and, on a redriven dead letter,
+//! `Secbus-Redrive-For: <group>`.
+//!
+//! # Dedup
+//!
+//! `Nats-Msg-Id` is `<tenant>:<event id>` and the stream's duplicate window is
+//! `BusConfig::dedup_window`, so JetStream itself drops a second publish of an
+//! id, across processes and restarts. The tenant in the id keeps one tenant
+//! from suppressing another's events by reusing their ids. A redrive uses a
+//! fresh message id: the id was seen before, on purpose.
+//!
+//! Content dedup (`BusConfig::content_dedup`) needs a second key, which JetStream
+//! message ids cannot give: a claim per content, `<prefix>-content.<tenant>.<sha-256>`
+//! in the stream `<stream>_CONTENT`, stored only if the subject is empty and
+//! expiring after the dedup window. See `content_dedup.rs`.
+//!
+//! # Consumer groups
+//!
+//! A group is a durable pull consumer named `<tenant>__<group>` filtered on
+//! `<prefix>.<tenant>.<type pattern>`; secbus type patterns (`*`, `>`) are NATS
+//! wildcards. Its ack wait is the subscription's; its `max_deliver` is
+//! `max_deliveries + 1`, so the subscription sees the delivery after the last
+//! attempt ran out its ack wait and dead-letters it (JetStream alone would only
+//! raise an advisory). A nack is a `-NAK` with the backoff delay of the attempt.
+//! Dead letters go to the dead-letter stream, before the original is acked.
+//! Attempts are JetStream's delivery counts; sequences are stream sequences
+//! (shared by every tenant of the stream, so a tenant's sequences have gaps).
+//!
+//! A member whose pull stream fails (server restart, missed heartbeats, a
+//! consumer lost with a memory-only store) pulls again with backoff and
+//! recreates the consumer when it is gone: it never stops quietly.
+//!
+//! # Partition-key order
+//!
+//! JetStream has no per-key order. Within one subscription, a delivery whose
+//! `partitionkey` is held by an unsettled earlier delivery waits until that one
+//! is acked, and is kept from timing out meanwhile. Members of the same group in
+//! other subscriptions or processes do not know each other's keys: where two
+//! events of one key must never run at once across processes, use a group with
+//! a single member, or one group per key range (a type or tenant split).
+//!
+//! # Acks
+//!
+//! With `ack=plain` (the default) `ack()` returns once the `+ACK` is written to
+//! the connection, not once the server has it: consuming is not one round trip
+//! per event. If the connection breaks before the ack reaches the server, the
+//! event is delivered again (delivery is at-least-once on every engine), and
+//! `close()` flushes the connection so no ack made before a graceful shutdown
+//! is lost. With `ack=double`, `ack()` waits for the server to confirm (a round
+//! trip per ack) and an `Ok` means the group will not see the event again.
+//!
+//! # Publishing
+//!
+//! A batch is published with up to `publish_window` PubAcks awaited at once;
+//! `publish` returns `Ok` only after the PubAck of every event in it. No PubAck
+//! in time, a lost connection and "no responders" are `engine_unavailable`, so
+//! `publish_with_fallback` spools the event and a retry is deduplicated.
+
+mod config;
+mod consumer;
+mod content_dedup;
+mod dead_letter;
+mod engine;
+mod error;
+mod key_order;
+mod publish;
+mod pull;
+mod tail;
 
 use std::sync::Arc;
 
 use crate::bus::BusConfig;
 use crate::engine::Engine;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// Opens the `nats://` engine.
-pub(crate) async fn connect(_url: &str, _config: &BusConfig) -> Result<Arc<dyn Engine>> {
-    Err(Error::new(ErrorKind::InvalidUrl, "the nats engine is not written yet"))
+pub(crate) async fn connect(url: &str, config: &BusConfig) -> Result<Arc<dyn Engine>> {
+    let nats = config::NatsConfig::parse(url, config)?;
+    Ok(Arc::new(engine::NatsEngine::connect(nats).await?))
 }
