@@ -24,9 +24,10 @@ pub(super) struct EmbeddedLog {
     pub(super) recent: Recent,
     pub(super) readers: Arc<Readers>,
     pub(super) tenants: Arc<Tenants>,
-    /// The position after the last record this process's writer is committing
-    /// or committed (set before `COMMIT`). A head beyond it in the file means
-    /// another process wrote.
+    /// Records below this position are accounted for: committed (or being
+    /// committed) by this process's writer, which sets it before `COMMIT`, or
+    /// already noticed as another process's. A head beyond it in the file
+    /// means another process wrote since.
     pub(super) own_next: AtomicU64,
     watches: Mutex<HashMap<TenantId, watch::Sender<u64>>>,
 }
@@ -67,7 +68,7 @@ impl EmbeddedLog {
         let head = self
             .readers
             .with(|conn| head(conn).map_err(|e| sql_error("reading the log head", e)))?;
-        if head > self.own_next.load(Ordering::Acquire) {
+        if head > self.own_next.fetch_max(head, Ordering::AcqRel) {
             self.recent.invalidate(head);
             self.bump_all();
         }

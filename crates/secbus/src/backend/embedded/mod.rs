@@ -142,12 +142,10 @@ impl EmbeddedEngine {
     }
 }
 
-/// Opens the write connection, reads where the log stands, rebuilds the dedup
-/// window and applies retention once, before anything reads.
+/// Opens the write connection, reads where the log stands and applies
+/// retention once, before anything reads.
 fn open_store(path: &Path, config: &BusConfig) -> Result<(Start, u64)> {
     let conn = schema::open_writer(path)?;
-    let dedup = dedup::rebuild(&conn, config.dedup_window)
-        .map_err(|e| sql_error("rebuilding the dedup window", e))?;
     let mut retention = Retention::new(config);
     // The cache is empty: nothing to trim in it.
     let recent = recent::Recent::new(0, 0);
@@ -159,7 +157,7 @@ fn open_store(path: &Path, config: &BusConfig) -> Result<(Start, u64)> {
     Ok((
         Start {
             conn,
-            dedup,
+            dedup_window: config.dedup_window,
             retention,
             checkpointer,
         },

@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
 use super::checkpoint::{self, Checkpointer};
 use super::committed::{self, Answer, Committed};
-use super::dedup::DedupKey;
+use super::dedup::{self, DedupKey};
 use super::log::{EmbeddedLog, seq_param, tip};
 use super::retention::Retention;
 use super::schema::{now_ns, sql_error};
@@ -78,7 +78,9 @@ impl Op {
 /// What the writer starts from, read from the file at open.
 pub(super) struct Start {
     pub(super) conn: Connection,
-    pub(super) dedup: DedupWindow<DedupKey>,
+    /// The dedup window's length; the window is rebuilt from the log before
+    /// the first append, so a process that only reads never pays for it.
+    pub(super) dedup_window: Duration,
     pub(super) retention: Retention,
     pub(super) checkpointer: Checkpointer,
 }
@@ -97,7 +99,8 @@ impl Writer {
         let state = WriterThread {
             conn: start.conn,
             log,
-            dedup: start.dedup,
+            dedup: None,
+            dedup_window: start.dedup_window,
             retention: start.retention,
             checkpointer: start.checkpointer,
             since_checkpoint: 0,
@@ -188,7 +191,8 @@ impl Writer {
 struct WriterThread {
     conn: Connection,
     log: Arc<EmbeddedLog>,
-    dedup: DedupWindow<DedupKey>,
+    dedup: Option<DedupWindow<DedupKey>>,
+    dedup_window: Duration,
     retention: Retention,
     checkpointer: Checkpointer,
     /// Log pages written since the checkpointer was last nudged, about.
@@ -280,14 +284,16 @@ impl WriterThread {
     fn process(&mut self, mut batch: Vec<Op>) {
         let mut added = Vec::new();
         let committed = self
-            .register_tenants(&batch)
+            .prepare(&batch)
             .and_then(|()| self.commit(&mut batch, &mut added));
         let (outcomes, next_seq) = match committed {
             Ok(done) => done,
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                for key in &added {
-                    self.dedup.remove(key);
+                if let Some(dedup) = self.dedup.as_mut() {
+                    for key in &added {
+                        dedup.remove(key);
+                    }
                 }
                 self.log.own_next.store(self.next_seq, Ordering::Release);
                 let kind = match e.sqlite_error_code() {
@@ -309,13 +315,23 @@ impl WriterThread {
         self.publish(batch, outcomes, next_seq);
     }
 
-    /// Gives every tenant in the batch its number, each committed on its own:
-    /// a later rollback of the batch must not take a number back.
-    fn register_tenants(&mut self, batch: &[Op]) -> rusqlite::Result<()> {
+    /// Rebuilds the dedup window before the first append, and gives every
+    /// tenant in the batch its number, each committed on its own: a later
+    /// rollback of the batch must not take a number back.
+    fn prepare(&mut self, batch: &[Op]) -> rusqlite::Result<()> {
+        let appends = batch.iter().any(|op| matches!(op, Op::Append { .. }));
+        if appends && self.dedup.is_none() {
+            self.dedup = Some(dedup::rebuild(&self.conn, self.dedup_window)?);
+        }
+        let mut previous: Option<&TenantId> = None;
         for op in batch {
             if let Op::Append { records, .. } = op {
                 for r in records {
                     let tenant = &r.record.event.tenant;
+                    if previous == Some(tenant) {
+                        continue;
+                    }
+                    previous = Some(tenant);
                     if !self.tenant_ids.contains_key(tenant) {
                         let id = self.log.tenants.register(&self.conn, tenant)?;
                         self.tenant_ids.insert(tenant.clone(), id);
@@ -344,7 +360,10 @@ impl WriterThread {
         }
         let stored_at = now_ns().max(last_stored_at);
         let now_ms = stored_at / 1_000_000;
-        self.dedup.expire(now_ms);
+        let dedup = self
+            .dedup
+            .get_or_insert_with(|| DedupWindow::new(self.dedup_window));
+        dedup.expire(now_ms);
         let mut seq = head;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut last_tenant: Option<(TenantId, i64)> = None;
@@ -368,19 +387,19 @@ impl WriterThread {
                         if r.record.redrive_for.is_none() {
                             let content =
                                 r.record.content_key.map(|k| DedupKey::Content(tenant, k));
-                            if content.is_some_and(|k| self.dedup.contains(&k)) {
+                            if content.is_some_and(|k| dedup.contains(&k)) {
                                 results.push(Appended::Duplicate);
                                 continue;
                             }
                             // One probe: `insert` says whether the id was in the window.
                             let id = DedupKey::id(tenant, event.id.as_str());
-                            if !self.dedup.insert(id, now_ms) {
+                            if !dedup.insert(id, now_ms) {
                                 results.push(Appended::Duplicate);
                                 continue;
                             }
                             added.push(id);
                             if let Some(k) = content
-                                && self.dedup.insert(k, now_ms)
+                                && dedup.insert(k, now_ms)
                             {
                                 added.push(k);
                             }
