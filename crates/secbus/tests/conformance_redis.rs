@@ -86,6 +86,7 @@ secbus::conformance_suite!(RedisHarness::new(), {
     conformance_redis_type_filters: type_filters,
     conformance_redis_group_work_sharing: group_work_sharing,
     conformance_redis_fan_out_across_groups: fan_out_across_groups,
+    conformance_redis_group_keeps_position_without_members: group_keeps_position_without_members,
     conformance_redis_nack_redelivery: nack_redelivery,
     conformance_redis_ack_wait_redelivery: ack_wait_redelivery,
     conformance_redis_dead_letter_after_max_deliveries: dead_letter_after_max_deliveries,

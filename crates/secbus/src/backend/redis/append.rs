@@ -1,5 +1,6 @@
-//! Appending events: one Lua script per run of up to 500 events of one
-//! tenant, the runs of one call pipelined in one round trip.
+//! Appending events: a Lua script per run of up to 500 events of one tenant,
+//! and an appender that gathers the appends of concurrent publishers into
+//! those runs, a few round trips in flight at a time.
 //!
 //! The script claims each event's dedup key (`SET NX PX window`) and adds the
 //! entry (`XADD`) as one atomic step: no reader sees a dedup key without its
@@ -7,11 +8,18 @@
 //! one `MULTI`/`EXEC`, a crash cannot keep one without the other either. If
 //! the `XADD` fails the script deletes the keys it set. A redriven dead letter
 //! skips the dedup keys (its id was seen before, on purpose).
+//!
+//! Order: one append call's events go out in one pipeline, in order, on one
+//! connection; a publisher waits for its call to finish before the next, so
+//! the events of one task are stored in the order of its calls. Calls of
+//! different tasks may share a run or go out in parallel pipelines.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::Value;
 use redis::aio::ConnectionManager;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::config::RedisConfig;
 use super::entry::{FIELD_EVENT, FIELD_REDRIVE, FIELD_TYPE, bytes};
@@ -21,14 +29,19 @@ use super::script::eval;
 use super::sequence::StreamId;
 use crate::engine::{Appended, Record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::TenantId;
 
-/// Events per script run: the pipeline depth measured as the sweet spot for XADD.
+/// Events per script run, and per gathered pipeline: the pipeline depth
+/// measured as the sweet spot for `XADD`.
 const RUN_RECORDS: usize = 500;
 /// Bytes of events per script run, so a run of large events stays a short stop
 /// for the server (scripts block it while they run).
 const RUN_BYTES: usize = 4 << 20;
-/// Bytes of events per round trip.
-const PIPELINE_BYTES: usize = 16 << 20;
+/// Pipelines in flight at once: the next is gathered and encoded while the
+/// server works on the previous ones.
+const PIPELINES_IN_FLIGHT: usize = 4;
+/// Append calls waiting for the appender before publishers wait.
+const QUEUE: usize = 1024;
 /// Arguments per event after the three shared ones.
 const ARGS_PER_EVENT: usize = 5;
 
@@ -36,47 +49,40 @@ const ARGS_PER_EVENT: usize = 5;
 /// ARGV: 1 = dedup window (ms), 2 = MAXLEN (0: none), 3 = MINID ("": none),
 /// then per event: its dedup key's index in KEYS (0: none), its content key's
 /// index (0: none), type, redrive group ("": none), CloudEvent JSON.
-/// Returns per event its stream id, or "" for a duplicate.
+/// Returns per event its stream id, or "" for a duplicate. Trimming runs once
+/// per run, so the log may pass MAXLEN by a run for a moment.
 const APPEND: &str = r#"
-local window = ARGV[1]
-local maxlen = tonumber(ARGV[2])
+local log, window = KEYS[1], ARGV[1]
 local out = {}
+local n = 0
 for i = 4, #ARGV, 5 do
-  local idk = tonumber(ARGV[i])
-  local ck = tonumber(ARGV[i + 1])
-  local fresh = true
-  if idk > 0 and not redis.call('SET', KEYS[idk], '1', 'NX', 'PX', window) then
-    fresh = false
-  end
+  local idk, ck = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local fresh = idk == 0 or redis.call('SET', KEYS[idk], '1', 'NX', 'PX', window)
   if fresh and ck > 0 and not redis.call('SET', KEYS[ck], '1', 'NX', 'PX', window) then
     if idk > 0 then redis.call('DEL', KEYS[idk]) end
     fresh = false
   end
+  n = n + 1
   if fresh then
-    local add = {'XADD', KEYS[1]}
-    if maxlen > 0 then
-      add[#add + 1] = 'MAXLEN'; add[#add + 1] = '~'; add[#add + 1] = maxlen
+    local id
+    if ARGV[i + 3] == '' then
+      id = redis.pcall('XADD', log, '*', '@TYPE@', ARGV[i + 2], '@EVENT@', ARGV[i + 4])
+    else
+      id = redis.pcall('XADD', log, '*', '@TYPE@', ARGV[i + 2], '@EVENT@', ARGV[i + 4],
+        '@REDRIVE@', ARGV[i + 3])
     end
-    add[#add + 1] = '*'
-    add[#add + 1] = '@TYPE@'; add[#add + 1] = ARGV[i + 2]
-    add[#add + 1] = '@EVENT@'; add[#add + 1] = ARGV[i + 4]
-    if ARGV[i + 3] ~= '' then
-      add[#add + 1] = '@REDRIVE@'; add[#add + 1] = ARGV[i + 3]
-    end
-    local id = redis.pcall(unpack(add))
-    if type(id) == 'table' and id.err then
+    if type(id) == 'table' then
       if idk > 0 then redis.call('DEL', KEYS[idk]) end
       if ck > 0 then redis.call('DEL', KEYS[ck]) end
       return id
     end
-    out[#out + 1] = id
+    out[n] = id
   else
-    out[#out + 1] = ''
+    out[n] = ''
   end
 end
-if ARGV[3] ~= '' then
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3])
-end
+if ARGV[2] ~= '0' then redis.call('XTRIM', log, 'MAXLEN', '~', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('XTRIM', log, 'MINID', '~', ARGV[3]) end
 return out
 "#;
 
@@ -91,14 +97,111 @@ fn source() -> &'static str {
     })
 }
 
-/// Appends `records` in order; one round trip per 16 MiB of events.
-pub(super) async fn append(
-    conn: &mut ConnectionManager,
-    config: &RedisConfig,
-    records: &[Record],
-) -> Result<Vec<Appended>> {
-    let window_ms = config.dedup_window.as_millis().min(u64::MAX as u128) as u64;
-    let minid = config.max_age.map(|age| {
+/// A record as the script takes it, encoded by the publisher's own task.
+struct Encoded {
+    tenant: TenantId,
+    id: String,
+    ty: String,
+    content_key: Option<[u8; 32]>,
+    redrive_for: Option<Arc<str>>,
+    json: Vec<u8>,
+}
+
+impl Encoded {
+    fn new(record: &Record) -> Encoded {
+        Encoded {
+            tenant: record.event.tenant.clone(),
+            id: record.event.id.as_str().to_owned(),
+            ty: record.event.ty.as_str().to_owned(),
+            content_key: record.content_key,
+            redrive_for: record.redrive_for.clone(),
+            json: record.event.to_json(),
+        }
+    }
+}
+
+/// One append call waiting for its outcome.
+struct Request {
+    records: Vec<Encoded>,
+    reply: oneshot::Sender<Result<Vec<Appended>>>,
+}
+
+/// Gathers append calls into pipelined script runs.
+pub(super) struct Appender {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Appender {
+    pub(super) fn start(conn: ConnectionManager, config: Arc<RedisConfig>) -> Appender {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(gather(conn, config, rx));
+        Appender { tx }
+    }
+
+    /// Appends `records` in order; returns once Redis answered for all of them.
+    pub(super) async fn append(&self, records: &[Record]) -> Result<Vec<Appended>> {
+        let records = records.iter().map(Encoded::new).collect();
+        let (reply, outcome) = oneshot::channel();
+        self.tx
+            .send(Request { records, reply })
+            .await
+            .map_err(|_| Error::closed())?;
+        outcome.await.map_err(|_| Error::closed())?
+    }
+}
+
+async fn gather(
+    conn: ConnectionManager,
+    config: Arc<RedisConfig>,
+    mut rx: mpsc::Receiver<Request>,
+) {
+    let in_flight = Arc::new(Semaphore::new(PIPELINES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let mut count = first.records.len();
+        let mut batch = vec![first];
+        while count < RUN_RECORDS {
+            match rx.try_recv() {
+                Ok(request) => {
+                    count += request.records.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let pipe = pipeline(&config, &batch);
+        let mut conn = conn.clone();
+        tokio::spawn(async move {
+            let outcome = send(&mut conn, &pipe, count).await;
+            drop(permit);
+            reply(batch, outcome);
+        });
+    }
+}
+
+/// Hands each request its part of the outcome.
+fn reply(batch: Vec<Request>, outcome: Result<Vec<Appended>>) {
+    match outcome {
+        Ok(all) => {
+            let mut all = all.into_iter();
+            for request in batch {
+                let mine = all.by_ref().take(request.records.len()).collect();
+                let _ = request.reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            for request in batch {
+                let copy = Error::new(e.kind(), e.to_string());
+                let _ = request.reply.send(Err(copy));
+            }
+        }
+    }
+}
+
+fn minid(config: &RedisConfig) -> String {
+    config.max_age.map_or_else(String::new, |age| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -108,97 +211,92 @@ pub(super) async fn append(
             n: 0,
         }
         .to_string()
-    });
-    let mut out = Vec::with_capacity(records.len());
+    })
+}
+
+/// The script runs for every record of `batch`, in order.
+fn pipeline(config: &RedisConfig, batch: &[Request]) -> redis::Pipeline {
+    let window_ms = config.dedup_window.as_millis().min(u64::MAX as u128) as u64;
+    let shared = [
+        window_ms.to_string(),
+        config.maxlen.unwrap_or(0).to_string(),
+        minid(config),
+    ];
+    let records: Vec<&Encoded> = batch.iter().flat_map(|r| &r.records).collect();
     let mut pipe = redis::pipe();
-    let mut in_pipe = 0usize;
-    let mut pipe_bytes = 0usize;
     let mut start = 0;
     while start < records.len() {
-        let (cmd, end, run_bytes) = run(config, &records[start..], window_ms, minid.as_deref());
+        let (cmd, count) = run(config, &records[start..], window_ms, &shared);
         pipe.add_command(cmd);
-        in_pipe += end;
-        pipe_bytes += run_bytes;
-        start += end;
-        if pipe_bytes >= PIPELINE_BYTES || start == records.len() {
-            send(conn, &pipe, in_pipe, &mut out).await?;
-            pipe = redis::pipe();
-            in_pipe = 0;
-            pipe_bytes = 0;
-        }
+        start += count;
     }
-    Ok(out)
+    pipe
 }
 
 /// The script call for the longest run at the start of `records`: one tenant,
 /// at most [`RUN_RECORDS`] and (beyond its first event) [`RUN_BYTES`].
-/// Returns it with the number of records it holds and their size.
+/// Returns it with the number of records it holds.
 fn run(
     config: &RedisConfig,
-    records: &[Record],
+    records: &[&Encoded],
     window_ms: u64,
-    minid: Option<&str>,
-) -> (redis::Cmd, usize, usize) {
-    let tenant = &records[0].event.tenant;
+    shared: &[String; 3],
+) -> (redis::Cmd, usize) {
+    let tenant = &records[0].tenant;
     let keys = TenantKeys::new(&config.prefix, tenant);
     let mut key_names = vec![keys.log()];
-    let mut args: Vec<Vec<u8>> =
-        Vec::with_capacity(3 + ARGS_PER_EVENT * RUN_RECORDS.min(records.len()));
-    args.push(window_ms.to_string().into_bytes());
-    args.push(config.maxlen.unwrap_or(0).to_string().into_bytes());
-    args.push(minid.unwrap_or("").as_bytes().to_vec());
+    let take = records.len().min(RUN_RECORDS);
+    let mut index: Vec<[String; 2]> = Vec::with_capacity(take);
     let mut bytes = 0;
     let mut count = 0;
-    for record in records.iter().take(RUN_RECORDS) {
-        if &record.event.tenant != tenant || (count > 0 && bytes >= RUN_BYTES) {
+    for record in records.iter().take(take) {
+        if &record.tenant != tenant || (count > 0 && bytes >= RUN_BYTES) {
             break;
         }
         let dedup = window_ms > 0 && record.redrive_for.is_none();
         let mut index_of = |key: String| {
             key_names.push(key);
-            (key_names.len()).to_string().into_bytes()
+            key_names.len().to_string()
         };
         let id_index = if dedup {
-            index_of(keys.dedup(record.event.id.as_str()))
+            index_of(keys.dedup(&record.id))
         } else {
-            b"0".to_vec()
+            "0".to_owned()
         };
         let content_index = match (dedup, &record.content_key) {
             (true, Some(k)) => index_of(keys.content(k)),
-            _ => b"0".to_vec(),
+            _ => "0".to_owned(),
         };
-        let json = record.event.to_json();
-        bytes += json.len();
-        args.push(id_index);
-        args.push(content_index);
-        args.push(record.event.ty.as_str().as_bytes().to_vec());
-        args.push(
-            record
-                .redrive_for
-                .as_deref()
-                .unwrap_or("")
-                .as_bytes()
-                .to_vec(),
-        );
-        args.push(json);
+        index.push([id_index, content_index]);
+        bytes += record.json.len();
         count += 1;
     }
     let mut cmd = eval(source(), &key_names);
-    cmd.arg(args);
-    (cmd, count, bytes)
+    cmd.arg(shared.as_slice());
+    for (record, [id_index, content_index]) in records.iter().zip(&index) {
+        cmd.arg(id_index)
+            .arg(content_index)
+            .arg(&record.ty)
+            .arg(record.redrive_for.as_deref().unwrap_or(""))
+            .arg(&record.json);
+    }
+    debug_assert_eq!(index.len() * ARGS_PER_EVENT + 3 + 3 + key_names.len(), {
+        // EVAL, source, numkeys, the keys, the shared arguments, the records'.
+        cmd.args_iter().count()
+    });
+    (cmd, count)
 }
 
 async fn send(
     conn: &mut ConnectionManager,
     pipe: &redis::Pipeline,
     expected: usize,
-    out: &mut Vec<Appended>,
-) -> Result<()> {
+) -> Result<Vec<Appended>> {
     let replies: Vec<Value> = pipe
         .query_async(conn)
         .await
         .map_err(|e| from_redis("appending events", e))?;
-    let before = out.len();
+    let mut out = Vec::with_capacity(expected);
     for reply in replies {
         let Value::Array(ids) = reply else {
             return Err(bad_reply());
@@ -213,10 +311,10 @@ async fn send(
             }
         }
     }
-    if out.len() - before != expected {
+    if out.len() != expected {
         return Err(bad_reply());
     }
-    Ok(())
+    Ok(out)
 }
 
 fn bad_reply() -> Error {

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::append::append;
+use super::append::Appender;
 use super::config::RedisConfig;
 use super::dead_letter::DeadLetters;
 use super::error::from_redis;
@@ -37,7 +37,8 @@ pub(super) struct Shared {
     /// The connection for everything that does not block: appends, acks,
     /// claims, dead letters. Requests from many tasks are pipelined on it.
     pub(super) conn: ConnectionManager,
-    pub(super) config: RedisConfig,
+    pub(super) config: Arc<RedisConfig>,
+    pub(super) appender: Appender,
     pub(super) closed: watch::Sender<bool>,
     pub(super) dead_letters: DeadLetters,
     /// The open group members: on close their acks are flushed and their
@@ -104,11 +105,14 @@ impl RedisEngine {
         let dead_letters = DeadLetters {
             prefix: config.prefix.clone(),
         };
+        let config = Arc::new(config);
+        let appender = Appender::start(conn.clone(), config.clone());
         Ok(RedisEngine {
             shared: Arc::new(Shared {
                 client,
                 conn,
                 config,
+                appender,
                 closed: watch::Sender::new(false),
                 dead_letters,
                 members: Mutex::new(Vec::new()),
@@ -150,7 +154,7 @@ impl Engine for RedisEngine {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        append(&mut self.shared.conn(), &self.shared.config, &records).await
+        self.shared.appender.append(&records).await
     }
 
     async fn subscribe(&self, options: &SubscribeOptions) -> Result<Box<dyn EngineStream>> {

@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +77,7 @@ pub(super) async fn subscribe_group(
         delayed: keys.delayed(name),
         group: name.to_owned(),
         consumer: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        reader_id: AtomicU64::new(0),
     });
     let acks = AckQueue::start(member.clone());
     let settler = Arc::new(Settler::new(member.clone(), acks));
@@ -207,8 +209,9 @@ struct Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        // The reader's connection closes with the last handle, which unblocks
-        // the server's side of the read: a member gone takes no new entries.
+        // The release below first unblocks the server's side of a read in
+        // flight (and the reader's connection closes with its last handle):
+        // a member gone takes no new entries.
         if let Some(read) = self.read.take() {
             read.abort();
         }
@@ -265,6 +268,12 @@ impl EngineStream for Member {
                 if self.keyed.contains_key(&key) {
                     self.runnable.push_back(key);
                 }
+            }
+            // Read ahead once half the room is free, so the next entries are
+            // on their way while these are handed out.
+            let room = self.max_in_flight.saturating_sub(self.held_ids.len());
+            if self.read.is_none() && room > 0 && room * 2 >= self.max_in_flight {
+                self.start_read(room);
             }
             if let Some(delivery) = self.hand_out() {
                 return Some(Ok(delivery));
@@ -333,6 +342,7 @@ impl EngineStream for Member {
 impl Member {
     fn start_read(&mut self, room: usize) {
         let mut conn = self.reader.clone();
+        let member = self.member.clone();
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.member.group)
@@ -344,9 +354,23 @@ impl Member {
             .arg("STREAMS")
             .arg(&self.member.log)
             .arg(">");
-        self.read = Some(tokio::spawn(
-            async move { cmd.query_async(&mut conn).await },
-        ));
+        self.read = Some(tokio::spawn(async move {
+            // The id of the connection the read blocks on, so that a release
+            // can unblock it; asked once per connection.
+            if member.reader_id.load(Ordering::Acquire) == 0 {
+                let id: u64 = redis::cmd("CLIENT")
+                    .arg("ID")
+                    .query_async(&mut conn)
+                    .await?;
+                member.reader_id.store(id, Ordering::Release);
+            }
+            let read = cmd.query_async(&mut conn).await;
+            if read.is_err() {
+                // Perhaps a new connection next time.
+                member.reader_id.store(0, Ordering::Release);
+            }
+            read
+        }));
     }
 
     /// Starts a round of chores: entries waiting here for half the ack wait

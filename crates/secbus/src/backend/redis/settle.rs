@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -31,6 +31,9 @@ pub(super) struct GroupMember {
     pub(super) delayed: String,
     pub(super) group: String,
     pub(super) consumer: String,
+    /// The server's id of the connection the member's reads block on (0:
+    /// not known), to unblock a read when the member goes.
+    pub(super) reader_id: AtomicU64,
 }
 
 enum AckCommand {
@@ -184,6 +187,20 @@ impl Settler {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
+        let member = &self.member;
+        // A read still blocked on the server would take entries published
+        // from now on, for a member that will never hand them out.
+        let reader = member.reader_id.load(Ordering::Acquire);
+        if reader != 0 {
+            let unblocked: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(reader)
+                .query_async(&mut member.shared.conn())
+                .await;
+            if let Err(e) = unblocked {
+                tracing::debug!(group = %member.group, error = %e, "redis: CLIENT UNBLOCK failed");
+            }
+        }
         self.acks.flush().await;
         let out: Vec<String> = self
             .keys
@@ -192,7 +209,6 @@ impl Settler {
             .keys()
             .map(|s| StreamId::from_sequence(*s).to_string())
             .collect();
-        let member = &self.member;
         match release(&mut member.shared.conn(), member, &out, all).await {
             Ok(n) => {
                 tracing::debug!(group = %member.group, consumer = %member.consumer, released = n, "redis: member released its entries")
