@@ -92,6 +92,9 @@ pub struct BusConfig {
     pub max_event_bytes: usize,
     /// Events with an id seen within this window are not stored again (default 5 min).
     pub dedup_window: Duration,
+    /// The most ids a dedup window holds per tenant (default 1,000,000); past it
+    /// the oldest are forgotten early (logged and counted) rather than grow memory.
+    pub dedup_max_keys: usize,
     /// Also refuse events whose (type, tenant, subject, data) was seen in the window.
     pub content_dedup: bool,
     /// Where `publish_with_fallback` spools (default `./secbus-spool`).
@@ -116,6 +119,7 @@ impl Default for BusConfig {
         BusConfig {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            dedup_max_keys: crate::delivery::DEFAULT_DEDUP_MAX_KEYS,
             content_dedup: false,
             spool_dir: PathBuf::from("secbus-spool"),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,

@@ -2,7 +2,7 @@
 //! ids (and content keys) seen within the window are refused a second time.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::Hash;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -12,23 +12,42 @@ use crate::event::Event;
 /// The default dedup window: 5 minutes.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
+/// The default bound on the keys a window holds: a million (about 100 MB).
+pub const DEFAULT_DEDUP_MAX_KEYS: usize = 1_000_000;
+
 /// Keys seen within a sliding time window, with memory proportional to the keys
-/// in the window (expired keys are dropped as new ones arrive).
+/// in the window (expired keys are dropped as new ones arrive) and bounded:
+/// past `max_keys` the oldest keys are forgotten early, and counted, so a burst
+/// can shorten the window but never exhaust memory.
 #[derive(Debug)]
 pub struct DedupWindow<K> {
     window_ms: i64,
+    max_keys: usize,
     seen: HashSet<K>,
     order: VecDeque<(i64, K)>,
+    forgotten_early: u64,
 }
 
 impl<K: Hash + Eq + Clone> DedupWindow<K> {
-    /// An empty window of `window` length.
+    /// An empty window of `window` length holding at most [`DEFAULT_DEDUP_MAX_KEYS`].
     pub fn new(window: Duration) -> Self {
+        Self::with_max_keys(window, DEFAULT_DEDUP_MAX_KEYS)
+    }
+
+    /// An empty window of `window` length holding at most `max_keys` keys.
+    pub fn with_max_keys(window: Duration, max_keys: usize) -> Self {
         DedupWindow {
             window_ms: window.as_millis() as i64,
+            max_keys: max_keys.max(1),
             seen: HashSet::new(),
             order: VecDeque::new(),
+            forgotten_early: 0,
         }
+    }
+
+    /// Keys forgotten before their time because the window was full.
+    pub fn forgotten_early(&self) -> u64 {
+        self.forgotten_early
     }
 
     /// Forgets keys older than the window, relative to `now_ms` (Unix ms).
@@ -54,6 +73,19 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
             return self.window_ms <= 0;
         }
         self.order.push_back((at_ms, key));
+        while self.order.len() > self.max_keys {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+                if self.forgotten_early == 0 {
+                    tracing::warn!(
+                        max_keys = self.max_keys,
+                        "the dedup window is full; the oldest ids are forgotten early \
+                         (raise dedup_max_keys or shorten dedup_window)"
+                    );
+                }
+                self.forgotten_early += 1;
+            }
+        }
         true
     }
 
@@ -70,6 +102,57 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
     /// Whether the window is empty.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
+    }
+}
+
+/// What an event is deduplicated on, within a scope (a tenant): one tenant can
+/// never suppress another's events by reusing their ids.
+///
+/// A canonical UUID id (the default, lowercase and hyphenated) is kept as its
+/// 128 bits, exactly. Any other id is kept as a 128-bit hash rather than the
+/// string, so a five-minute window at a million events a second fits in memory
+/// without an allocation per event; two distinct such ids of one tenant collide
+/// with a probability of about n²/2¹²⁹.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DedupKey {
+    Uuid(u64, u128),
+    IdHash(u64, u128),
+    Content(u64, [u8; 32]),
+}
+
+impl DedupKey {
+    /// The key of an event id in `scope`.
+    pub(crate) fn id(scope: u64, id: &str) -> Self {
+        let canonical = id.len() == 36 && !id.bytes().any(|b| b.is_ascii_uppercase());
+        if canonical && let Ok(uuid) = uuid::Uuid::try_parse(id) {
+            return DedupKey::Uuid(scope, uuid.as_u128());
+        }
+        let half = |salt: u8| {
+            let mut h = DefaultHasher::new();
+            salt.hash(&mut h);
+            id.hash(&mut h);
+            h.finish()
+        };
+        DedupKey::IdHash(scope, (u128::from(half(0)) << 64) | u128::from(half(1)))
+    }
+
+    /// The key of a content hash ([`content_key`]) in `scope`.
+    pub(crate) fn content(scope: u64, key: [u8; 32]) -> Self {
+        DedupKey::Content(scope, key)
+    }
+}
+
+/// The keys are random-looking already: hashing one word of them is enough for
+/// the window's table, and much cheaper than all of it.
+impl Hash for DedupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let word = match self {
+            DedupKey::Uuid(t, k) | DedupKey::IdHash(t, k) => (*k as u64) ^ ((*k >> 64) as u64) ^ *t,
+            DedupKey::Content(t, k) => {
+                u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]) ^ *t
+            }
+        };
+        state.write_u64(word);
     }
 }
 
@@ -94,6 +177,18 @@ pub fn content_key(event: &Event) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_window_forgets_its_oldest_keys_and_counts_them() {
+        let mut w = DedupWindow::with_max_keys(Duration::from_secs(60), 2);
+        assert!(w.insert(1, 0));
+        assert!(w.insert(2, 1));
+        assert!(w.insert(3, 2));
+        assert_eq!(w.len(), 2);
+        assert!(!w.contains(&1));
+        assert!(w.contains(&3));
+        assert_eq!(w.forgotten_early(), 1);
+    }
 
     #[test]
     fn keys_expire_after_the_window() {

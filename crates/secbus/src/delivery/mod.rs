@@ -6,7 +6,8 @@ mod dead_letter;
 mod dedup;
 
 pub use dead_letter::DeadLetter;
-pub use dedup::{DEFAULT_DEDUP_WINDOW, DedupWindow, content_key};
+pub(crate) use dedup::DedupKey;
+pub use dedup::{DEFAULT_DEDUP_MAX_KEYS, DEFAULT_DEDUP_WINDOW, DedupWindow, content_key};
 
 use std::sync::Arc;
 use std::time::Duration;

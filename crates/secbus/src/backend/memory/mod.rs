@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
 use crate::bus::BusConfig;
-use crate::delivery::{DeadLetter, DedupWindow};
+use crate::delivery::{DeadLetter, DedupKey, DedupWindow};
 use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
@@ -23,12 +23,6 @@ use crate::local::{
     GroupFloor, GroupSnapshot, GroupStore, LocalGroups, LocalLog, LogRead, LogRecord,
 };
 use crate::subscription::SubscribeOptions;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum DedupKey {
-    Id(String),
-    Content([u8; 32]),
-}
 
 struct TenantLog {
     state: Mutex<TenantState>,
@@ -61,12 +55,17 @@ struct MemoryLog {
     tenants: Mutex<HashMap<TenantId, Arc<TenantLog>>>,
     capacity: usize,
     dedup_window: std::time::Duration,
+    dedup_max_keys: usize,
 }
 
 impl MemoryLog {
     fn tenant(&self, tenant: &TenantId) -> Arc<TenantLog> {
-        self.tenants
-            .lock()
+        let mut tenants = self.tenants.lock();
+        // Looked up before `entry`, which would clone the id on every publish.
+        if let Some(log) = tenants.get(tenant) {
+            return log.clone();
+        }
+        tenants
             .entry(tenant.clone())
             .or_insert_with(|| {
                 Arc::new(TenantLog {
@@ -74,7 +73,7 @@ impl MemoryLog {
                         ring: VecDeque::new(),
                         stored_at: VecDeque::new(),
                         next_seq: 1,
-                        dedup: DedupWindow::new(self.dedup_window),
+                        dedup: DedupWindow::with_max_keys(self.dedup_window, self.dedup_max_keys),
                     }),
                     head: watch::Sender::new(1),
                     floors: Mutex::new(Vec::new()),
@@ -99,16 +98,13 @@ impl MemoryLog {
         st.dedup.expire(now_ms);
         for record in &records[out.len()..] {
             let redrive = record.redrive_for.is_some();
-            if !redrive
-                && st
-                    .dedup
-                    .contains(&DedupKey::Id(record.event.id.as_str().to_owned()))
-            {
+            let id_key = DedupKey::id(0, record.event.id.as_str());
+            if !redrive && st.dedup.contains(&id_key) {
                 out.push(Appended::Duplicate);
                 continue;
             }
             if let (false, Some(k)) = (redrive, record.content_key)
-                && st.dedup.contains(&DedupKey::Content(k))
+                && st.dedup.contains(&DedupKey::content(0, k))
             {
                 out.push(Appended::Duplicate);
                 continue;
@@ -122,10 +118,9 @@ impl MemoryLog {
                 st.stored_at.pop_front();
             }
             if !redrive {
-                st.dedup
-                    .insert(DedupKey::Id(record.event.id.as_str().to_owned()), now_ms);
+                st.dedup.insert(id_key, now_ms);
                 if let Some(k) = record.content_key {
-                    st.dedup.insert(DedupKey::Content(k), now_ms);
+                    st.dedup.insert(DedupKey::content(0, k), now_ms);
                 }
             }
             let seq = st.next_seq;
@@ -221,6 +216,7 @@ impl MemoryEngine {
             tenants: Mutex::new(HashMap::new()),
             capacity: config.memory_history.max(1),
             dedup_window: config.dedup_window,
+            dedup_max_keys: config.dedup_max_keys,
         });
         let groups = LocalGroups::new(log.clone(), Arc::new(MemoryGroups { log: log.clone() }));
         MemoryEngine {
@@ -228,6 +224,41 @@ impl MemoryEngine {
             groups,
             dead_letters: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl MemoryEngine {
+    /// The slow path of `append`: the ring is full of records a group still
+    /// needs. Waits for a group to settle some (or fails with `full`).
+    async fn wait_for_room(
+        &self,
+        log: &TenantLog,
+        records: &[Record],
+        done: &mut Vec<Appended>,
+        wait: bool,
+    ) -> Result<()> {
+        loop {
+            // Registered before trying again, so a floor moving in between wakes us.
+            let room = log.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.log.try_append(log, records, done).is_some() {
+                return Ok(());
+            }
+            if !wait {
+                let tenant = &records[0].event.tenant;
+                return Err(Error::new(
+                    ErrorKind::Full,
+                    format!(
+                        "tenant {tenant}'s history is full of events a consumer group has not settled"
+                    ),
+                ));
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::closed());
+            }
+            room.await;
         }
     }
 }
@@ -263,29 +294,13 @@ impl Engine for MemoryEngine {
                 .map_or(records.len(), |p| start + p);
             let log = self.log.tenant(tenant);
             let mut done = Vec::with_capacity(end - start);
-            loop {
-                let room = log.room.notified();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                if self
-                    .log
-                    .try_append(&log, &records[start..end], &mut done)
-                    .is_some()
-                {
-                    break;
-                }
-                if !wait {
-                    return Err(Error::new(
-                        ErrorKind::Full,
-                        format!(
-                            "tenant {tenant}'s history is full of events a consumer group has not settled"
-                        ),
-                    ));
-                }
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(Error::closed());
-                }
-                room.await;
+            if self
+                .log
+                .try_append(&log, &records[start..end], &mut done)
+                .is_none()
+            {
+                self.wait_for_room(&log, &records[start..end], &mut done, wait)
+                    .await?;
             }
             out.extend(done);
             start = end;
