@@ -1,6 +1,7 @@
 //! The one thread that writes: it owns the write connection and commits
-//! whatever publishers queued, up to [`MAX_BATCH`] records, in one transaction
-//! (group commit), then answers each publisher.
+//! whatever publishers queued while it was busy, up to [`MAX_BATCH`] records,
+//! in one transaction (group commit), then hands the answers to the runtime
+//! ([`super::committed`]).
 //!
 //! Publishers encode their events on their own tasks and queue them through a
 //! bounded queue (a semaphore of [`QUEUE_RECORDS`] permits in front of a
@@ -34,9 +35,6 @@ use crate::local::LogRecord;
 
 /// Records committed in one transaction, at most (a publisher's batch is never split).
 const MAX_BATCH: usize = 4096;
-/// The longest a transaction waits for more callers, and how often it looks.
-const LINGER_MAX: Duration = Duration::from_micros(500);
-const LINGER_STEP: Duration = Duration::from_micros(50);
 /// Records queued for the writer, at most.
 pub(super) const QUEUE_RECORDS: usize = 16_384;
 
@@ -107,7 +105,6 @@ impl Writer {
             committed,
             tenant_ids: HashMap::new(),
             next_seq: 0,
-            target: 1,
         };
         let thread = std::thread::Builder::new()
             .name("secbus-writer".to_owned())
@@ -201,8 +198,6 @@ struct WriterThread {
     tenant_ids: HashMap<TenantId, i64>,
     /// Where the next record goes, as far as this process knows.
     next_seq: u64,
-    /// Callers in the last transaction: how many to wait for in the next.
-    target: usize,
 }
 
 /// What one queued operation got.
@@ -236,31 +231,16 @@ impl WriterThread {
             let mut queued = first.records();
             let mut closing = matches!(first, Op::Close { .. });
             let mut batch = vec![first];
-            let lingering = Instant::now();
-            loop {
-                while queued < MAX_BATCH && !closing {
-                    match rx.try_recv() {
-                        Ok(op) => {
-                            queued += op.records();
-                            closing = matches!(op, Op::Close { .. });
-                            batch.push(op);
-                        }
-                        Err(_) => break,
+            while queued < MAX_BATCH && !closing {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        queued += op.records();
+                        closing = matches!(op, Op::Close { .. });
+                        batch.push(op);
                     }
+                    Err(_) => break,
                 }
-                // The callers of the last transaction are likely on their way
-                // back: wait a little for them rather than commit a few at a
-                // time. A lone caller (target 1) never waits.
-                if batch.len() >= self.target
-                    || queued >= MAX_BATCH
-                    || closing
-                    || lingering.elapsed() >= LINGER_MAX
-                {
-                    break;
-                }
-                std::thread::sleep(LINGER_STEP);
             }
-            self.target = batch.len().div_ceil(2);
             self.process(batch);
             if closing {
                 return;
