@@ -8,16 +8,17 @@
 //!   process being killed (see [`schema`] for what WAL with
 //!   `synchronous=NORMAL` promises).
 //! - Ids (and content keys) are deduplicated per tenant within the window,
-//!   rebuilt from the log at open.
+//!   rebuilt from the log before the process's first publish.
 //! - Group members and tails are the in-process ones of [`crate::local`],
 //!   over this log ([`log`]) and with group state saved in the file
 //!   ([`groups`]) about every 100 ms.
 //! - Dead letters are kept in the file; retention deletes by age and count.
 //!
 //! Several processes may open the same directory: another process's tail
-//! sees new records within about 200 ms. Each process deduplicates only what
-//! it published itself, and a consumer group should be run by one process at
-//! a time (its state is saved by the process running it).
+//! sees new records within about 200 ms. A process's dedup window holds what
+//! was stored before its first publish and what it published since, not what
+//! other processes publish meanwhile; and a consumer group should be run by
+//! one process at a time (its state is saved by the process running it).
 
 mod checkpoint;
 mod committed;
