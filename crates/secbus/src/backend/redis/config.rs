@@ -5,7 +5,7 @@
 //! | parameter | meaning | default |
 //! |---|---|---|
 //! | `prefix` | the first part of every key secbus writes (`A-Z a-z 0-9 _ - . :`, 1 to 64) | `secbus` |
-//! | `maxlen` | keep about this many events per tenant (`XADD MAXLEN ~`) | `BusConfig::retention_max_events`, else unlimited |
+//! | `maxlen` | keep about this many events per tenant (`XTRIM MAXLEN ~`) | `BusConfig::retention_max_events`, else unlimited |
 //! | `max_age` | drop events older than this (`XTRIM MINID ~`), e.g. `90s`, `30m`, `12h`, `7d` | `BusConfig::retention_max_age`, else forever |
 //!
 //! Any other parameter is refused, so a misspelt one cannot be ignored silently.

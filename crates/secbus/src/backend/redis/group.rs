@@ -44,8 +44,6 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Claim ticks are a quarter of the ack wait, within these bounds.
 const MIN_TICK: Duration = Duration::from_millis(20);
 const MAX_TICK: Duration = Duration::from_secs(1);
-/// Entries claimed at least per tick, whatever the in-flight room.
-const MIN_CLAIM: usize = 16;
 /// Consumers idle this long with nothing pending are deleted when a member joins.
 const SWEEP_IDLE: Duration = Duration::from_secs(3600);
 
@@ -238,6 +236,8 @@ struct Chores {
     /// Entries this member owned without knowing (after lost replies).
     recovered: crate::error::Result<Vec<Claimed>>,
     claimed: crate::error::Result<Vec<Claimed>>,
+    /// The claim took as many as it could: there may be more to take now.
+    full: bool,
 }
 
 /// What to do about an error.
@@ -396,7 +396,6 @@ impl Member {
         let count = self
             .max_in_flight
             .saturating_sub(self.held_ids.len())
-            .max(MIN_CLAIM)
             .max(own_due.len());
         let known: Option<Vec<String>> = std::mem::take(&mut self.lost_replies).then(|| {
             self.settler
@@ -431,7 +430,9 @@ impl Member {
                 own_due: &own_due,
             };
             let claimed = claim(&mut conn, &member, request).await?;
+            let full = count > 0 && claimed.as_ref().is_ok_and(|c| c.len() >= count);
             Ok(Chores {
+                full,
                 touched,
                 mine,
                 recovered,
@@ -442,6 +443,9 @@ impl Member {
 
     fn apply_chores(&mut self, chores: Chores) -> Result<()> {
         let now = Instant::now();
+        if chores.full {
+            self.next_claim = now;
+        }
         if !chores.touched.is_empty() {
             let lost: HashSet<&String> = chores
                 .touched

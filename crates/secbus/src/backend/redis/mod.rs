@@ -1,4 +1,4 @@
-//! `redis://host:port`: Redis Streams.
+//! `redis://host:port`: Redis Streams (Redis 6.2 or later; tested on 7.0).
 //!
 //! ```text
 //! redis://[user:password@]host[:port][/db][?prefix=secbus&maxlen=1000000&max_age=7d]
@@ -9,30 +9,47 @@
 //!   CloudEvent, structured-mode JSON) and, on a redriven dead letter,
 //!   `redrive` (the one group it is for). The tenant in braces is a hash tag:
 //!   Redis Cluster keeps all of a tenant's keys in one slot (see `keys.rs`).
-//! - **Retention**: `maxlen` trims with `XADD MAXLEN ~`, `max_age` with
-//!   `XTRIM MINID ~` on each append (see `config.rs`); without either the log
-//!   keeps everything.
+//! - **Retention**: `maxlen` trims with `XTRIM MAXLEN ~`, `max_age` with
+//!   `XTRIM MINID ~`, after each run of appends (see `config.rs`; the defaults
+//!   come from `BusConfig::retention_max_events` / `retention_max_age`).
+//!   Without either the log keeps everything. Trimming does not wait for
+//!   consumer groups.
 //! - **Sequences**: the stream id `<ms>-<n>` packed as `ms << 20 | n`; they grow
-//!   with the log and turn back into stream ids (see `sequence.rs`).
-//! - **Dedup**: a key per event id (and per content hash with content dedup)
-//!   with a TTL of the dedup window, set in the same Lua script as the `XADD`
-//!   (see `append.rs`). Appends run 500 events per script, pipelined.
-//! - **Groups**: Redis consumer groups (`XREADGROUP`, `XACK`); the delivery
-//!   count of `XPENDING` is the attempt; nacks wait in a per-group sorted set;
-//!   deliveries unsettled past the ack wait (a member that died) are claimed by
-//!   another member (see `group.rs` and `claim.rs`).
-//! - **Partition keys**: kept in order within one member, not across members
-//!   (see `group.rs`).
-//! - **Tails**: `XREAD BLOCK` from a stream id; by time from `<ms>-0` of the
-//!   server's clock at append.
-//! - **Dead letters**: a stream per tenant, `<prefix>:{<tenant>}:dlq`.
-//! - **Durability**: `publish` returns once Redis answered the script. Events
-//!   survive a restart of the server as far as its persistence goes: with
-//!   `appendonly yes` and `appendfsync always`, every acknowledged publish;
-//!   with `everysec`, all but up to a second's worth on a crash of the machine.
+//!   with the log and turn back into stream ids for acks and for replay from a
+//!   sequence (see `sequence.rs`).
+//! - **Publishing** (see `append.rs`): a Lua script per run of up to 500 events
+//!   of a tenant sets each event's dedup key (`SET NX PX <dedup window>`, and
+//!   the content key with content dedup) and adds the entry, atomically: a
+//!   crash cannot keep a dedup key without its event. Concurrent publishes are
+//!   gathered into those runs, a few pipelines in flight. `publish` returns
+//!   once Redis answered; what that is worth on a crash of Redis is its
+//!   persistence: with `appendonly yes` and `appendfsync always`, every
+//!   acknowledged event survives `kill -9` (the tests check it); with
+//!   `everysec`, up to a second's worth may be lost.
+//! - **Groups** (see `group.rs`, `claim.rs`, `settle.rs`): a Redis consumer
+//!   group per secbus group, a Redis consumer per member. Members read with
+//!   `XREADGROUP` on a connection of their own and skip (ack) the types the
+//!   group does not want. The delivery count of `XPENDING` is the attempt.
+//!   Acks are queued and sent in batches with `XACK` (`close` flushes them; a
+//!   crash before they reach Redis means a redelivery). A nack keeps the entry
+//!   pending and puts it in the group's delayed set; its member claims it back
+//!   when due (another member does if it went away). Entries left unsettled
+//!   past the ack wait, e.g. by a member that died, are claimed by another
+//!   member with one more delivery counted, so attempts grow and the
+//!   subscription's dead-letter rule applies. A member dropped or closed hands
+//!   what it never delivered (and, on close, what it did) to the others at
+//!   once; after an outage a member takes back entries whose replies were lost.
+//! - **Partition keys**: Redis hands entries to members without regard to
+//!   keys. Within one member, entries of a key go out one at a time, in log
+//!   order; two members of a group may work on the same key at once.
+//! - **Tails** (see `tail.rs`): `XREAD BLOCK` from a stream id; by time from
+//!   the first entry added at or after that millisecond, by the server's clock.
+//!   A tail behind trimmed history skips what was trimmed without a report.
+//! - **Dead letters** (see `dead_letter.rs`): a stream per tenant,
+//!   `<prefix>:{<tenant>}:dlq`, never trimmed, with an index by id.
 //! - **Outages**: errors reaching the server are
 //!   [`crate::ErrorKind::EngineUnavailable`] (so `publish_with_fallback`
-//!   spools); subscriptions wait for the server and go on when it is back.
+//!   spools); subscriptions wait for the server, reconnect, and go on.
 
 mod append;
 mod claim;

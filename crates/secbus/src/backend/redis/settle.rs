@@ -292,14 +292,21 @@ pub(super) fn now_ms() -> u64 {
 #[async_trait]
 impl Acker for Settler {
     async fn ack(&self, sequence: u64) -> Result<()> {
-        {
+        let freed = {
             let mut held = self.keys.lock();
-            if let Some(Some(key)) = held.out.remove(&sequence) {
-                held.release(&key);
+            match held.out.remove(&sequence) {
+                Some(Some(key)) => {
+                    held.release(&key);
+                    !held.freed.is_empty()
+                }
+                _ => false,
             }
-        }
+        };
         self.acks.push(StreamId::from_sequence(sequence));
-        self.wake.notify_one();
+        // Only a freed key gives the member something new to hand out.
+        if freed {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
