@@ -1,7 +1,7 @@
 //! The dedup window for engines without one of their own (memory, embedded):
 //! ids (and content keys) seen within the window are refused a second time.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
@@ -23,8 +23,12 @@ pub const DEFAULT_DEDUP_MAX_KEYS: usize = 1_000_000;
 pub struct DedupWindow<K> {
     window_ms: i64,
     max_keys: usize,
-    seen: HashSet<K>,
-    order: VecDeque<(i64, K)>,
+    /// Each key with the number of its insertion, so that an expiring entry of
+    /// `order` forgets its key only if the key was not removed and inserted again.
+    seen: HashMap<K, u64>,
+    /// (inserted at, insertion number, key), oldest first.
+    order: VecDeque<(i64, u64, K)>,
+    insertions: u64,
     forgotten_early: u64,
 }
 
@@ -39,8 +43,9 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
         DedupWindow {
             window_ms: window.as_millis() as i64,
             max_keys: max_keys.max(1),
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             order: VecDeque::new(),
+            insertions: 0,
             forgotten_early: 0,
         }
     }
@@ -52,30 +57,41 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
 
     /// Forgets keys older than the window, relative to `now_ms` (Unix ms).
     pub fn expire(&mut self, now_ms: i64) {
-        while let Some((t, _)) = self.order.front() {
+        while let Some((t, _, _)) = self.order.front() {
             if now_ms - *t < self.window_ms {
                 break;
             }
-            if let Some((_, k)) = self.order.pop_front() {
-                self.seen.remove(&k);
+            if let Some((_, n, k)) = self.order.pop_front() {
+                self.forget(&k, n);
             }
         }
     }
 
     /// Whether `key` was seen within the window.
     pub fn contains(&self, key: &K) -> bool {
-        self.seen.contains(key)
+        self.seen.contains_key(key)
+    }
+
+    fn forget(&mut self, key: &K, insertion: u64) {
+        if self.seen.get(key) == Some(&insertion) {
+            self.seen.remove(key);
+        }
     }
 
     /// Records `key` as seen at `at_ms`; false if it was already in the window.
     pub fn insert(&mut self, key: K, at_ms: i64) -> bool {
-        if self.window_ms <= 0 || !self.seen.insert(key.clone()) {
-            return self.window_ms <= 0;
+        if self.window_ms <= 0 {
+            return true;
         }
-        self.order.push_back((at_ms, key));
+        if self.seen.contains_key(&key) {
+            return false;
+        }
+        self.insertions += 1;
+        self.seen.insert(key.clone(), self.insertions);
+        self.order.push_back((at_ms, self.insertions, key));
         while self.order.len() > self.max_keys {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
+            if let Some((_, n, old)) = self.order.pop_front() {
+                self.forget(&old, n);
                 if self.forgotten_early == 0 {
                     tracing::warn!(
                         max_keys = self.max_keys,
@@ -188,6 +204,18 @@ mod tests {
         assert!(!w.contains(&1));
         assert!(w.contains(&3));
         assert_eq!(w.forgotten_early(), 1);
+    }
+
+    #[test]
+    fn a_key_removed_and_inserted_again_lives_its_full_window() {
+        let mut w = DedupWindow::new(Duration::from_secs(1));
+        assert!(w.insert("a", 0));
+        w.remove(&"a");
+        assert!(w.insert("a", 900));
+        w.expire(1000);
+        assert!(w.contains(&"a"));
+        w.expire(1900);
+        assert!(!w.contains(&"a"));
     }
 
     #[test]

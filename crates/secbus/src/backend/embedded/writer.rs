@@ -23,10 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
 use super::checkpoint::{self, Checkpointer};
 use super::committed::{self, Answer, Committed};
-use super::dedup::{self, DedupKey};
+use super::dedup;
 use super::log::{EmbeddedLog, seq_param, tip};
 use super::retention::Retention;
 use super::schema::{now_ns, sql_error};
+use crate::delivery::DedupKey;
 use crate::delivery::DedupWindow;
 use crate::engine::{Appended, Record};
 use crate::error::{Error, ErrorKind, Result};
@@ -365,14 +366,16 @@ impl WriterThread {
                         }
                         let tenant = last_tenant.as_ref().map_or(0, |(_, id)| *id);
                         if r.record.redrive_for.is_none() {
-                            let content =
-                                r.record.content_key.map(|k| DedupKey::Content(tenant, k));
+                            let content = r
+                                .record
+                                .content_key
+                                .map(|k| DedupKey::content(tenant as u64, k));
                             if content.is_some_and(|k| dedup.contains(&k)) {
                                 results.push(Appended::Duplicate);
                                 continue;
                             }
                             // One probe: `insert` says whether the id was in the window.
-                            let id = DedupKey::id(tenant, event.id.as_str());
+                            let id = DedupKey::id(tenant as u64, event.id.as_str());
                             if !dedup.insert(id, now_ms) {
                                 results.push(Appended::Duplicate);
                                 continue;
