@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::tail::TailStream;
-use super::{GroupFloor, GroupStore, LocalLog, LogRecord};
+use super::{GroupFloor, GroupStore, LocalLog, LogRecord, Signal};
 use crate::engine::{Acker, EngineDelivery, EngineStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
@@ -39,7 +40,8 @@ pub(crate) struct GroupSnapshot {
 pub(crate) struct LocalGroups {
     log: Arc<dyn LocalLog>,
     store: Arc<dyn GroupStore>,
-    groups: Mutex<HashMap<(TenantId, String), Arc<Group>>>,
+    /// Async: creating a group loads its saved state.
+    groups: tokio::sync::Mutex<HashMap<(TenantId, String), Arc<Group>>>,
     closed: watch::Sender<bool>,
 }
 
@@ -48,7 +50,7 @@ impl LocalGroups {
         LocalGroups {
             log,
             store,
-            groups: Mutex::new(HashMap::new()),
+            groups: tokio::sync::Mutex::new(HashMap::new()),
             closed: watch::Sender::new(false),
         }
     }
@@ -68,7 +70,7 @@ impl LocalGroups {
             Mode::Group(name) => {
                 let group = self.group(options, name).await?;
                 Ok(Box::new(Member {
-                    watch: self.log.watch(&options.tenant),
+                    head: self.log.signal(&options.tenant),
                     closed: self.closed.subscribe(),
                     group,
                 }))
@@ -132,12 +134,13 @@ impl LocalGroups {
             pattern: options.types.clone(),
             ack_wait: options.ack_wait,
             log: self.log.clone(),
-            wake: Notify::new(),
+            wake: Signal::default(),
             dirty: AtomicBool::new(true),
             floor,
             state: Mutex::new(state),
+            refill: tokio::sync::Mutex::new(()),
         });
-        group.publish_floor(&*group.state.lock().await);
+        group.publish_floor(&group.state.lock());
         groups.insert(key, group.clone());
         Ok(group)
     }
@@ -147,7 +150,7 @@ impl LocalGroups {
         let groups: Vec<Arc<Group>> = self.groups.lock().await.values().cloned().collect();
         for group in groups {
             if group.dirty.swap(false, Ordering::AcqRel) {
-                let snapshot = group.snapshot().await;
+                let snapshot = group.snapshot();
                 if let Err(e) = self.store.save(&snapshot).await {
                     group.dirty.store(true, Ordering::Release);
                     return Err(e);
@@ -303,11 +306,21 @@ struct Group {
     pattern: TypePattern,
     ack_wait: Duration,
     log: Arc<dyn LocalLog>,
-    /// Members waiting for a redelivery or a key to come free.
-    wake: Notify,
+    /// Bumped when a redelivery is due or a key came free.
+    wake: Signal,
     dirty: AtomicBool,
     floor: Option<Arc<GroupFloor>>,
+    /// Held briefly and never across an await: acks and hand-outs are the hot path.
     state: Mutex<GroupState>,
+    /// One member at a time reads ahead from the log, without holding `state`.
+    refill: tokio::sync::Mutex<()>,
+}
+
+/// What a poll found.
+enum Polled {
+    Delivery(EngineDelivery),
+    /// Nothing to hand out; look again at this time (or when woken).
+    Idle(Option<Instant>),
 }
 
 impl Group {
@@ -315,13 +328,13 @@ impl Group {
         if let Some(floor) = &self.floor {
             let new = state.floor();
             if floor.floor.swap(new, Ordering::AcqRel) != new {
-                floor.moved.notify_waiters();
+                floor.moved.bump();
             }
         }
     }
 
-    async fn snapshot(&self) -> GroupSnapshot {
-        let st = self.state.lock().await;
+    fn snapshot(&self) -> GroupSnapshot {
+        let st = self.state.lock();
         let mut outstanding: Vec<(u64, u32)> = st
             .pending
             .values()
@@ -342,40 +355,53 @@ impl Group {
         }
     }
 
-    /// Hands out the next delivery, or says when to look again.
-    async fn poll(
-        self: &Arc<Self>,
-    ) -> Result<std::result::Result<EngineDelivery, Option<Instant>>> {
-        let mut st = self.state.lock().await;
+    /// Hands out the next entry, if there is one in memory.
+    fn take(self: &Arc<Self>) -> std::result::Result<EngineDelivery, (bool, Option<Instant>)> {
+        let mut st = self.state.lock();
         let now = Instant::now();
         st.promote_due(now);
-        loop {
-            if let Some(mut entry) = st.next_entry() {
-                entry.attempts += 1;
-                let deadline = now + self.ack_wait;
-                let delivery = EngineDelivery {
-                    event: entry.rec.event.clone(),
-                    sequence: entry.rec.seq,
-                    attempt: entry.attempts,
-                    acker: Some(self.clone() as Arc<dyn Acker>),
-                    redrive_for: entry.rec.redrive_for.clone(),
-                };
-                st.deadlines.push_back((deadline, entry.rec.seq));
-                st.pending
-                    .insert(entry.rec.seq, Pending { entry, deadline });
-                self.dirty.store(true, Ordering::Release);
-                return Ok(Ok(delivery));
-            }
-            if st.blocked_len >= MAX_BLOCKED {
-                return Ok(Err(st.next_wakeup()));
-            }
-            let read = self
-                .log
-                .read(&self.tenant, st.next_read, READ_BATCH)
-                .await?;
-            let Some(last) = read.records.last() else {
-                return Ok(Err(st.next_wakeup()));
+        if let Some(mut entry) = st.next_entry() {
+            entry.attempts += 1;
+            let deadline = now + self.ack_wait;
+            let delivery = EngineDelivery {
+                event: entry.rec.event.clone(),
+                sequence: entry.rec.seq,
+                attempt: entry.attempts,
+                acker: Some(self.clone() as Arc<dyn Acker>),
+                redrive_for: entry.rec.redrive_for.clone(),
             };
+            st.deadlines.push_back((deadline, entry.rec.seq));
+            st.pending
+                .insert(entry.rec.seq, Pending { entry, deadline });
+            self.dirty.store(true, Ordering::Release);
+            return Ok(delivery);
+        }
+        let may_read = st.blocked_len < MAX_BLOCKED;
+        Err((may_read, st.next_wakeup()))
+    }
+
+    /// Hands out the next delivery, reading ahead from the log when needed.
+    async fn poll(self: &Arc<Self>) -> Result<Polled> {
+        loop {
+            let wakeup = match self.take() {
+                Ok(delivery) => return Ok(Polled::Delivery(delivery)),
+                Err((false, wakeup)) => return Ok(Polled::Idle(wakeup)),
+                Err((true, wakeup)) => wakeup,
+            };
+            let _refilling = self.refill.lock().await;
+            // Another member may have read ahead while this one waited.
+            let from = {
+                let st = self.state.lock();
+                if !st.buffer.is_empty() {
+                    continue;
+                }
+                st.next_read
+            };
+            let read = self.log.read(&self.tenant, from, READ_BATCH).await?;
+            let Some(last) = read.records.last() else {
+                return Ok(Polled::Idle(wakeup));
+            };
+            let mut st = self.state.lock();
             st.next_read = last.seq + 1;
             for rec in read.records {
                 if self.pattern.matches(&rec.event.ty) {
@@ -393,7 +419,7 @@ impl Group {
 #[async_trait]
 impl Acker for Group {
     async fn ack(&self, sequence: u64) -> Result<()> {
-        let mut st = self.state.lock().await;
+        let mut st = self.state.lock();
         // An ack for a delivery that was already given to someone else after its
         // ack wait still settles it: the work was done.
         if let Some(p) = st.pending.remove(&sequence) {
@@ -401,14 +427,14 @@ impl Acker for Group {
             self.dirty.store(true, Ordering::Release);
             self.publish_floor(&st);
             if p.entry.key().is_some() {
-                self.wake.notify_waiters();
+                self.wake.bump();
             }
         }
         Ok(())
     }
 
     async fn nack(&self, sequence: u64, delay: Duration) -> Result<()> {
-        let mut st = self.state.lock().await;
+        let mut st = self.state.lock();
         if let Some(p) = st.pending.remove(&sequence) {
             if delay.is_zero() {
                 st.ready.push_back(p.entry);
@@ -417,7 +443,7 @@ impl Acker for Group {
                     .insert((Instant::now() + delay, sequence), p.entry);
             }
             self.dirty.store(true, Ordering::Release);
-            self.wake.notify_waiters();
+            self.wake.bump();
         }
         Ok(())
     }
@@ -426,7 +452,7 @@ impl Acker for Group {
 /// One member of a group.
 struct Member {
     group: Arc<Group>,
-    watch: watch::Receiver<u64>,
+    head: Arc<Signal>,
     closed: watch::Receiver<bool>,
 }
 
@@ -437,13 +463,12 @@ impl EngineStream for Member {
             if *self.closed.borrow() {
                 return None;
             }
-            let woken = self.group.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            self.watch.borrow_and_update();
+            // Versions taken before polling: a change after them wakes the wait below.
+            let head_seen = self.head.version();
+            let wake_seen = self.group.wake.version();
             let wakeup = match self.group.poll().await {
-                Ok(Ok(delivery)) => return Some(Ok(delivery)),
-                Ok(Err(wakeup)) => wakeup,
+                Ok(Polled::Delivery(delivery)) => return Some(Ok(delivery)),
+                Ok(Polled::Idle(wakeup)) => wakeup,
                 Err(e) => return Some(Err(e)),
             };
             let sleep = async {
@@ -453,8 +478,8 @@ impl EngineStream for Member {
                 }
             };
             let gone = tokio::select! {
-                _ = woken => false,
-                r = self.watch.changed() => r.is_err(),
+                _ = self.group.wake.changed_since(wake_seen) => false,
+                _ = self.head.changed_since(head_seen) => false,
                 r = self.closed.changed() => r.is_err(),
                 _ = sleep => false,
             };

@@ -8,6 +8,7 @@
 //! is written here once.
 
 mod group;
+mod signal;
 mod tail;
 
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, watch};
 
 pub(crate) use group::{GroupSnapshot, LocalGroups};
+pub(crate) use signal::Signal;
 
 use crate::error::Result;
 use crate::event::{Event, TenantId};
@@ -50,8 +51,8 @@ pub(crate) trait LocalLog: Send + Sync + 'static {
     async fn first(&self, tenant: &TenantId) -> Result<u64>;
     /// The first position of `tenant` stored at or after `time`.
     async fn seq_at(&self, tenant: &TenantId, time: DateTime<Utc>) -> Result<u64>;
-    /// Changes (at least) whenever a record of `tenant` is appended.
-    fn watch(&self, tenant: &TenantId) -> watch::Receiver<u64>;
+    /// Bumped (at least) whenever a record of `tenant` is appended.
+    fn signal(&self, tenant: &TenantId) -> Arc<Signal>;
 }
 
 /// How far a group still needs the log: records below `floor` are settled.
@@ -60,7 +61,7 @@ pub(crate) trait LocalLog: Send + Sync + 'static {
 pub(crate) struct GroupFloor {
     pub(crate) floor: AtomicU64,
     /// Shared by the groups of a tenant: publishers waiting for room wait on it.
-    pub(crate) moved: Arc<Notify>,
+    pub(crate) moved: Arc<Signal>,
 }
 
 /// Where an in-process engine keeps its groups' positions.

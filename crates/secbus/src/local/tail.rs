@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{LocalLog, LogRecord};
+use super::{LocalLog, LogRecord, Signal};
 use crate::engine::{EngineDelivery, EngineStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
@@ -20,7 +20,7 @@ pub(super) struct TailStream {
     pattern: TypePattern,
     cursor: u64,
     buffer: VecDeque<LogRecord>,
-    watch: watch::Receiver<u64>,
+    head: Arc<Signal>,
     closed: watch::Receiver<bool>,
 }
 
@@ -31,7 +31,7 @@ impl TailStream {
         closed: watch::Receiver<bool>,
     ) -> Result<Self> {
         let tenant = options.tenant.clone();
-        let watch = log.watch(&tenant);
+        let head = log.signal(&tenant);
         let cursor = match options.start {
             StartAt::New => log.head(&tenant).await?,
             StartAt::Beginning => log.first(&tenant).await?,
@@ -44,7 +44,7 @@ impl TailStream {
             pattern: options.types.clone(),
             cursor,
             buffer: VecDeque::new(),
-            watch,
+            head,
             closed,
         })
     }
@@ -69,7 +69,7 @@ impl EngineStream for TailStream {
             if *self.closed.borrow() {
                 return None;
             }
-            self.watch.borrow_and_update();
+            let head_seen = self.head.version();
             let read = match self.log.read(&self.tenant, self.cursor, READ_BATCH).await {
                 Ok(read) => read,
                 Err(e) => return Some(Err(e)),
@@ -90,7 +90,7 @@ impl EngineStream for TailStream {
             }
             if self.buffer.is_empty() {
                 let gone = tokio::select! {
-                    r = self.watch.changed() => r.is_err(),
+                    _ = self.head.changed_since(head_seen) => false,
                     r = self.closed.changed() => r.is_err(),
                 };
                 if gone {

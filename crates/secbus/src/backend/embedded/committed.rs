@@ -21,8 +21,6 @@ use crate::local::LogRecord;
 pub(super) struct Committed {
     /// New records, in runs of one tenant, in commit order.
     pub(super) records: Vec<(TenantId, Vec<LogRecord>)>,
-    /// The position after the last record of the transaction.
-    pub(super) next_seq: u64,
     pub(super) answers: Vec<Answer>,
     /// The encoded events, freed here rather than on the writer thread.
     pub(super) spent: Vec<Vec<u8>>,
@@ -54,7 +52,7 @@ pub(super) fn spawn(log: Arc<EmbeddedLog>) -> mpsc::UnboundedSender<Committed> {
                 }
             }
             for tenant in touched.drain(..) {
-                log.bump(&tenant, done.next_seq);
+                log.bump(&tenant);
             }
             for answer in done.answers {
                 match answer {

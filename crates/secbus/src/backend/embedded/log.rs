@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::watch;
 
 use super::readers::Readers;
 use super::recent::{Cached, Recent};
@@ -17,7 +16,7 @@ use super::schema::sql_error;
 use super::tenants::Tenants;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, TenantId};
-use crate::local::{LocalLog, LogRead, LogRecord};
+use crate::local::{LocalLog, LogRead, LogRecord, Signal};
 
 /// The embedded engine's log.
 pub(super) struct EmbeddedLog {
@@ -29,7 +28,7 @@ pub(super) struct EmbeddedLog {
     /// already noticed as another process's. A head beyond it in the file
     /// means another process wrote since.
     pub(super) own_next: AtomicU64,
-    watches: Mutex<HashMap<TenantId, watch::Sender<u64>>>,
+    signals: Mutex<HashMap<TenantId, Arc<Signal>>>,
 }
 
 impl EmbeddedLog {
@@ -44,21 +43,21 @@ impl EmbeddedLog {
             readers,
             tenants,
             own_next: AtomicU64::new(next_seq),
-            watches: Mutex::new(HashMap::new()),
+            signals: Mutex::new(HashMap::new()),
         }
     }
 
     /// Wakes the readers of `tenant`: records up to `next_seq` are committed.
-    pub(super) fn bump(&self, tenant: &TenantId, next_seq: u64) {
-        if let Some(w) = self.watches.lock().get(tenant) {
-            w.send_replace(next_seq);
+    pub(super) fn bump(&self, tenant: &TenantId) {
+        if let Some(signal) = self.signals.lock().get(tenant) {
+            signal.bump();
         }
     }
 
     /// Wakes every reader (another process wrote; any tenant may have news).
     pub(super) fn bump_all(&self) {
-        for w in self.watches.lock().values() {
-            w.send_modify(|v| *v = v.wrapping_add(1));
+        for signal in self.signals.lock().values() {
+            signal.bump();
         }
     }
 
@@ -160,12 +159,12 @@ impl LocalLog for EmbeddedLog {
             .await
     }
 
-    fn watch(&self, tenant: &TenantId) -> watch::Receiver<u64> {
-        self.watches
+    fn signal(&self, tenant: &TenantId) -> Arc<Signal> {
+        self.signals
             .lock()
             .entry(tenant.clone())
-            .or_insert_with(|| watch::Sender::new(0))
-            .subscribe()
+            .or_default()
+            .clone()
     }
 }
 

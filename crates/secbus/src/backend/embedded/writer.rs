@@ -293,7 +293,7 @@ impl WriterThread {
             }
         };
         self.next_seq = next_seq;
-        self.publish(batch, outcomes, next_seq);
+        self.publish(batch, outcomes);
     }
 
     /// Rebuilds the dedup window before the first append, and gives every
@@ -421,7 +421,7 @@ impl WriterThread {
 
     /// After `COMMIT`: hands the stored records' events (the publishers' own
     /// `Arc`s) and every answer over to the runtime.
-    fn publish(&self, batch: Vec<Op>, outcomes: Vec<Outcome>, next_seq: u64) {
+    fn publish(&self, batch: Vec<Op>, outcomes: Vec<Outcome>) {
         let mut records: Vec<(TenantId, Vec<LogRecord>)> = Vec::new();
         let mut spent = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
@@ -449,7 +449,6 @@ impl WriterThread {
         }
         let _ = self.committed.send(Committed {
             records,
-            next_seq,
             answers,
             spent,
         });
@@ -468,7 +467,6 @@ impl WriterThread {
             .collect();
         let _ = self.committed.send(Committed {
             records: Vec::new(),
-            next_seq: self.next_seq,
             answers,
             spent: Vec::new(),
         });

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, watch};
 
 use crate::bus::BusConfig;
 use crate::delivery::{DeadLetter, DedupKey, DedupWindow};
@@ -20,15 +19,15 @@ use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
 use crate::local::{
-    GroupFloor, GroupSnapshot, GroupStore, LocalGroups, LocalLog, LogRead, LogRecord,
+    GroupFloor, GroupSnapshot, GroupStore, LocalGroups, LocalLog, LogRead, LogRecord, Signal,
 };
 use crate::subscription::SubscribeOptions;
 
 struct TenantLog {
     state: Mutex<TenantState>,
-    head: watch::Sender<u64>,
+    head: Arc<Signal>,
     floors: Mutex<Vec<Arc<GroupFloor>>>,
-    room: Arc<Notify>,
+    room: Arc<Signal>,
 }
 
 struct TenantState {
@@ -75,9 +74,9 @@ impl MemoryLog {
                         next_seq: 1,
                         dedup: DedupWindow::with_max_keys(self.dedup_window, self.dedup_max_keys),
                     }),
-                    head: watch::Sender::new(1),
+                    head: Arc::default(),
                     floors: Mutex::new(Vec::new()),
-                    room: Arc::new(Notify::new()),
+                    room: Arc::default(),
                 })
             })
             .clone()
@@ -133,7 +132,8 @@ impl MemoryLog {
             });
             out.push(Appended::Stored(seq));
         }
-        log.head.send_replace(st.next_seq);
+        drop(st);
+        log.head.bump();
         Some(())
     }
 }
@@ -171,8 +171,8 @@ impl LocalLog for MemoryLog {
             .map_or(st.next_seq, |r| r.seq))
     }
 
-    fn watch(&self, tenant: &TenantId) -> watch::Receiver<u64> {
-        self.tenant(tenant).head.subscribe()
+    fn signal(&self, tenant: &TenantId) -> Arc<Signal> {
+        self.tenant(tenant).head.clone()
     }
 }
 
@@ -239,10 +239,8 @@ impl MemoryEngine {
         wait: bool,
     ) -> Result<()> {
         loop {
-            // Registered before trying again, so a floor moving in between wakes us.
-            let room = log.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
+            // Taken before trying again, so a floor moving in between wakes us.
+            let seen = log.room.version();
             if self.log.try_append(log, records, done).is_some() {
                 return Ok(());
             }
@@ -258,7 +256,7 @@ impl MemoryEngine {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::closed());
             }
-            room.await;
+            log.room.changed_since(seen).await;
         }
     }
 }
@@ -359,7 +357,7 @@ impl Engine for MemoryEngine {
         self.closed.store(true, Ordering::Release);
         self.groups.close();
         for log in self.log.tenants.lock().values() {
-            log.room.notify_waiters();
+            log.room.bump();
         }
         Ok(())
     }
