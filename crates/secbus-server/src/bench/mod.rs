@@ -62,6 +62,11 @@ pub(crate) struct BenchArgs {
     /// applies to the engine (publish_consume, hot_path).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
+    /// Publishing tasks of publish_consume, each publishing its share of the
+    /// events one call at a time.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    publishers: u64,
     /// Verifications per loop of hot_path (default: events / 100, between 10 and
     /// 5,000; at most 50,000, so the memory engine's history never fills mid-loop).
     #[arg(long, value_name = "M",
@@ -106,6 +111,7 @@ pub(crate) async fn run(args: BenchArgs) -> ExitCode {
         url: place.url.clone(),
         engine: place.engine.clone(),
         events,
+        publishers: args.publishers as usize,
         verifies: args
             .verifies
             .map_or((events / 100).clamp(10, 5000), |m| m as usize),

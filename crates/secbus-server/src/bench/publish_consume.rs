@@ -1,6 +1,7 @@
-//! `publish_consume`: one task publishes N events, one call each, while a
-//! consumer group member in another task acks all N; timed until the last ack.
-//! Raw is the engine itself moving the same events.
+//! `publish_consume`: one task (or `--publishers K` tasks, each with its share)
+//! publishes N events, one call each, while a consumer group member in another
+//! task acks all N; timed until the last ack. Raw is the engine itself moving
+//! the same events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use secbus::{Event, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
+use secbus::{Bus, Event, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
 
 use super::payload;
 use super::raw::{self, RawRun};
@@ -81,6 +82,35 @@ async fn raw_baseline(ctx: &Context, events: &[Event]) -> anyhow::Result<Option<
     })
 }
 
+/// Publishes `events` in order, one call each; returns when the last returned.
+async fn publish_all(
+    bus: Bus,
+    events: Vec<Event>,
+    published: watchdog::Progress,
+) -> anyhow::Result<Instant> {
+    for event in events {
+        let receipt = bus.publish(event).await?;
+        anyhow::ensure!(
+            !receipt.duplicate,
+            "event {} was taken for a duplicate",
+            receipt.id
+        );
+        published.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(Instant::now())
+}
+
+/// `events` cut into `k` runs of consecutive events, as even as can be.
+fn split(mut events: Vec<Event>, k: usize) -> Vec<Vec<Event>> {
+    let mut chunks = Vec::with_capacity(k);
+    for i in (0..k).rev() {
+        let size = events.len() / (i + 1);
+        chunks.push(events.split_off(events.len() - size));
+    }
+    chunks.reverse();
+    chunks
+}
+
 struct Ours {
     /// From the first publish to the last ack.
     wall: Duration,
@@ -102,22 +132,26 @@ async fn through_bus(ctx: &Context, events: Vec<Event>) -> anyhow::Result<Ours> 
 
     let published: watchdog::Progress = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let publisher = tokio::spawn({
-        let bus = bus.clone();
-        let published = published.clone();
-        async move {
-            for event in events {
-                let receipt = bus.publish(event).await?;
-                anyhow::ensure!(
-                    !receipt.duplicate,
-                    "event {} was taken for a duplicate",
-                    receipt.id
-                );
-                published.fetch_add(1, Ordering::Relaxed);
+    let publisher = if ctx.publishers <= 1 {
+        tokio::spawn(publish_all(bus.clone(), events, published.clone()))
+    } else {
+        let chunks = split(events, ctx.publishers);
+        let (bus, published) = (bus.clone(), published.clone());
+        tokio::spawn(async move {
+            let tasks: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| tokio::spawn(publish_all(bus.clone(), chunk, published.clone())))
+                .collect();
+            let mut last = start;
+            for task in tasks {
+                let done = task
+                    .await
+                    .map_err(|e| anyhow::anyhow!("a publisher task failed: {e}"))??;
+                last = last.max(done);
             }
-            Ok(Instant::now())
-        }
-    });
+            Ok(last)
+        })
+    };
     let published_at = match watchdog::finish(publisher, &published, "publisher").await {
         Ok(at) => at,
         Err(e) => {
@@ -134,4 +168,21 @@ async fn through_bus(ctx: &Context, events: Vec<Event>) -> anyhow::Result<Ours> 
         wall: last_ack - start,
         published: published_at - start,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_every_event_in_order_in_even_runs() {
+        let events = payload::login_failures(10, Utc::now());
+        let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        let chunks = split(events, 3);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4, 3, 3]);
+        let back: Vec<_> = chunks.into_iter().flatten().map(|e| e.id).collect();
+        assert_eq!(back, ids);
+        assert_eq!(split(payload::login_failures(2, Utc::now()), 4).len(), 4);
+    }
 }

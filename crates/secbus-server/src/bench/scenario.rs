@@ -30,6 +30,8 @@ pub(crate) struct Context {
     pub(crate) engine: String,
     /// Events per measured run.
     pub(crate) events: usize,
+    /// Publishing tasks of `publish_consume`.
+    pub(crate) publishers: usize,
     /// Signature checks per loop of `hot_path`.
     pub(crate) verifies: usize,
     /// Rounds of `hot_path`.
