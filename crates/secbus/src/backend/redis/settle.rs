@@ -21,6 +21,8 @@ use crate::error::Result;
 
 /// Ids per `XACK`.
 const ACK_BATCH: usize = 1024;
+/// How long the first ack of a batch waits for others.
+const ACK_GATHER: Duration = Duration::from_millis(2);
 /// Tries of one `XACK` batch while the server is unreachable (about 20 s).
 const ACK_TRIES: u32 = 24;
 
@@ -42,8 +44,8 @@ enum AckCommand {
 }
 
 /// Acks on their way to the server. A delivery's ack returns once queued; a
-/// task sends what is queued in one `XACK`, then the next batch, so a consumer
-/// that acks one by one is not held to a round trip per event. An ack lost to
+/// task sends what is queued within 2 ms in one `XACK`, then the next batch,
+/// so a consumer that acks one by one is not held to a round trip per event. An ack lost to
 /// a crash before it reached the server means the event is delivered again
 /// (at least once); `close` flushes the queue.
 pub(super) struct AckQueue {
@@ -74,6 +76,11 @@ async fn send_acks(member: Arc<GroupMember>, mut rx: mpsc::UnboundedReceiver<Ack
     let mut ids: Vec<String> = Vec::new();
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
+        if matches!(first, AckCommand::Ack(_)) {
+            // A moment for the acks of the deliveries around this one to
+            // arrive: one XACK (and one wake-up of this task) for many.
+            tokio::time::sleep(ACK_GATHER).await;
+        }
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
