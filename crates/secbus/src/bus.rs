@@ -16,6 +16,7 @@ use crate::engine::{Appended, Capabilities, Engine, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{DEFAULT_MAX_EVENT_BYTES, Event, EventId, TenantId};
 use crate::fallback::{DEFAULT_SPOOL_MAX_BYTES, FallbackOutcome, Spool};
+use crate::gate::{Gate, Scope};
 use crate::subscription::{SubscribeOptions, Subscription};
 
 /// What a successful publish tells the publisher.
@@ -155,6 +156,7 @@ impl std::fmt::Debug for WeakBus {
 
 struct BusInner {
     engine: Arc<dyn Engine>,
+    gate: Option<Arc<dyn Gate>>,
     config: BusConfig,
     url: String,
     spool: tokio::sync::OnceCell<Arc<Spool>>,
@@ -193,6 +195,7 @@ impl Bus {
         Bus {
             inner: Arc::new(BusInner {
                 engine,
+                gate: None,
                 config,
                 url: url.to_owned(),
                 spool: tokio::sync::OnceCell::new(),
@@ -202,6 +205,28 @@ impl Bus {
 
     pub(crate) fn downgrade(&self) -> WeakBus {
         WeakBus(Arc::downgrade(&self.inner))
+    }
+
+    /// A bus over the same engine whose every publish passes `gate` first.
+    pub fn with_gate(&self, gate: Arc<dyn Gate>) -> Bus {
+        Bus {
+            inner: Arc::new(BusInner {
+                engine: self.inner.engine.clone(),
+                gate: Some(gate),
+                config: self.inner.config.clone(),
+                url: self.inner.url.clone(),
+                spool: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// A publisher bound to `scope`: events outside it are refused with
+    /// [`ErrorKind::TenantMismatch`] before anything else is checked.
+    pub fn publisher(&self, scope: Scope) -> ScopedPublisher {
+        ScopedPublisher {
+            bus: self.clone(),
+            scope,
+        }
     }
 
     /// The URL the bus was opened with.
@@ -233,6 +258,9 @@ impl Bus {
     /// the content key when content dedup is on.
     pub(crate) fn prepare(&self, mut event: Event) -> Result<Record> {
         event.check_size(self.inner.config.max_event_bytes)?;
+        if let Some(gate) = &self.inner.gate {
+            gate.check(&mut event)?;
+        }
         if event.time.is_none() {
             event.time = Some(Utc::now());
         }
@@ -379,5 +407,48 @@ impl Subscriber for Bus {
             self.inner.engine.clone(),
             options,
         ))
+    }
+}
+
+/// A [`Publisher`] bound to a [`Scope`]; see [`Bus::publisher`].
+#[derive(Debug, Clone)]
+pub struct ScopedPublisher {
+    bus: Bus,
+    scope: Scope,
+}
+
+impl ScopedPublisher {
+    /// The scope it publishes in.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+}
+
+#[async_trait]
+impl Publisher for ScopedPublisher {
+    async fn publish(&self, event: Event) -> Result<Receipt> {
+        self.scope.admit(&event)?;
+        self.bus.publish(event).await
+    }
+
+    async fn try_publish(&self, event: Event) -> Result<Receipt> {
+        self.scope.admit(&event)?;
+        self.bus.try_publish(event).await
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        for event in &events {
+            self.scope.admit(event)?;
+        }
+        self.bus.publish_batch(events).await
+    }
+
+    async fn publish_with_fallback(&self, event: Event) -> FallbackOutcome {
+        if let Err(e) = self.scope.admit(&event) {
+            let outcome = FallbackOutcome::Refused(e);
+            crate::fallback::log_refusal(&outcome);
+            return outcome;
+        }
+        self.bus.publish_with_fallback(event).await
     }
 }

@@ -43,6 +43,12 @@ pub enum ErrorKind {
     Lagged,
     /// The event's tenant is not the tenant the caller is bound to.
     TenantMismatch,
+    /// No schema is registered for the event's type.
+    UnknownEventType,
+    /// `data` does not follow the type's schema; [`Error::details`] lists where.
+    SchemaViolation,
+    /// `data` carries what looks like a credential; the value is never echoed.
+    SecretDetected,
 }
 
 impl ErrorKind {
@@ -65,6 +71,9 @@ impl ErrorKind {
             ErrorKind::Io => "io_error",
             ErrorKind::Lagged => "lagged",
             ErrorKind::TenantMismatch => "tenant_mismatch",
+            ErrorKind::UnknownEventType => "unknown_event_type",
+            ErrorKind::SchemaViolation => "schema_violation",
+            ErrorKind::SecretDetected => "secret_detected",
         }
     }
 
@@ -90,7 +99,17 @@ pub struct Error {
     message: String,
     field: Option<String>,
     missed: Option<u64>,
+    details: Vec<ErrorDetail>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// One of several problems behind an error (e.g. each schema failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// Where: a JSON pointer into the event or its `data`.
+    pub field: String,
+    /// What is wrong there (for a schema failure, the keyword and its message).
+    pub reason: String,
 }
 
 /// `Result` with [`Error`].
@@ -104,6 +123,7 @@ impl Error {
             message: message.into(),
             field: None,
             missed: None,
+            details: Vec::new(),
             source: None,
         }
     }
@@ -112,6 +132,17 @@ impl Error {
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
+    }
+
+    /// Attaches the individual problems behind this error.
+    pub fn with_details(mut self, details: Vec<ErrorDetail>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The individual problems behind this error, when there are several.
+    pub fn details(&self) -> &[ErrorDetail] {
+        &self.details
     }
 
     /// Records how many events a lagging tail missed.

@@ -35,6 +35,7 @@ mod engine;
 mod error;
 mod event;
 mod fallback;
+mod gate;
 pub mod handler;
 mod local;
 mod subscription;
@@ -42,14 +43,15 @@ mod subscription;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use bus::{Bus, BusConfig, Publisher, Receipt, Subscriber};
+pub use bus::{Bus, BusConfig, Publisher, Receipt, ScopedPublisher, Subscriber};
 pub use delivery::{DeadLetter, Delivery};
 pub use engine::{Acker, Appended, Capabilities, Engine, EngineDelivery, EngineStream, Record};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventBuilder, EventId, EventType, SPEC_VERSION, TenantId,
 };
 pub use fallback::{DEFAULT_SPOOL_MAX_BYTES, FallbackOutcome, Spool};
+pub use gate::{Gate, Scope};
 pub use handler::{Handler, HandlerContext, HandlerError, Worker};
 pub use subscription::{
     DEFAULT_MAX_DELIVERIES, Mode, StartAt, SubscribeOptions, Subscription, TypePattern,
