@@ -317,8 +317,10 @@ impl Subscription {
                     continue;
                 }
             }
-            if let (Some(group), true) = (&self.group, raw.acker.is_some()) {
-                if raw.attempt > self.options.max_deliveries {
+            if let (Some(group), true) = (&self.group, raw.acker.is_some())
+                && raw.attempt > self.options.max_deliveries
+            {
+                {
                     let dl = DeadLetter::new(
                         &raw.event,
                         &group.group,
@@ -346,8 +348,10 @@ impl Subscription {
 fn settle_in_background(raw: EngineDelivery, dead_letter: Option<(Arc<dyn Engine>, DeadLetter)>) {
     let Some(acker) = raw.acker else { return };
     tokio::spawn(async move {
-        if let Some((engine, dl)) = dead_letter {
-            if let Err(e) = engine.put_dead_letter(dl).await {
+        if let Some((engine, dl)) = dead_letter
+            && let Err(e) = engine.put_dead_letter(dl).await
+        {
+            {
                 tracing::error!(
                     event_id = %raw.event.id,
                     event_type = %raw.event.ty,

@@ -297,6 +297,12 @@ pub(crate) fn log_refusal(outcome: &FallbackOutcome) {
     }
 }
 
+/// Whether `dir` has spool segments with bytes in them (maybe left by an
+/// earlier run), so the spool should open and drain them without waiting to be used.
+pub(crate) fn holds_events(dir: &Path) -> bool {
+    segment::list(dir).is_ok_and(|segments| segments.iter().any(|s| s.len > 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,10 +320,4 @@ mod tests {
         assert_eq!(back.data(), event.data());
         assert_eq!(back.id, event.id);
     }
-}
-
-/// Whether `dir` has spool segments with bytes in them (maybe left by an
-/// earlier run), so the spool should open and drain them without waiting to be used.
-pub(crate) fn holds_events(dir: &Path) -> bool {
-    segment::list(dir).is_ok_and(|segments| segments.iter().any(|s| s.len > 0))
 }
