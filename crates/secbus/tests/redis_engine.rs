@@ -506,3 +506,41 @@ async fn dead_letters_are_a_stream_per_tenant_found_and_deleted_by_id() {
     let stream: usize = conn.xlen("secbus:{acme}:dlq").await.unwrap();
     assert_eq!((index, stream), (2, 2));
 }
+
+#[tokio::test]
+async fn a_dedup_window_longer_than_redis_takes_is_capped_not_refused() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = BusConfig {
+        dedup_window: Duration::MAX,
+        spool_dir: dir.path().to_path_buf(),
+        ..BusConfig::default()
+    };
+    let bus = Bus::connect_with(&server.url(), config).await.unwrap();
+    let e = event("auth.login.failed", 1);
+    assert!(!bus.publish(e.clone()).await.unwrap().duplicate);
+    assert!(bus.publish(e).await.unwrap().duplicate);
+}
+
+#[tokio::test]
+async fn a_member_whose_group_vanished_creates_it_again_and_goes_on() {
+    let server = server();
+    let bus = connect(&server.url()).await;
+    let mut sub = bus
+        .subscribe(SubscribeOptions::group(acme(), "phoenix"))
+        .await
+        .unwrap();
+    let first = event("auth.login.failed", 1);
+    bus.publish(first.clone()).await.unwrap();
+    let d = next(&mut sub, "the first event").await;
+    assert_eq!(d.event().id, first.id);
+    d.ack().await.unwrap();
+    // What a server restarted without its data looks like to the member.
+    let mut conn = raw(&server).await;
+    let _: () = conn.del("secbus:{acme}:log").await.unwrap();
+    let second = event("auth.login.failed", 2);
+    bus.publish(second.clone()).await.unwrap();
+    let d = next(&mut sub, "an event after the group vanished").await;
+    assert_eq!(d.event().id, second.id);
+    d.ack().await.unwrap();
+}

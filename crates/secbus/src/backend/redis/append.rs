@@ -42,6 +42,8 @@ const RUN_BYTES: usize = 4 << 20;
 const PIPELINES_IN_FLIGHT: usize = 4;
 /// Append calls waiting for the appender before publishers wait.
 const QUEUE: usize = 1024;
+/// The longest dedup window sent to Redis (a century, in ms).
+const MAX_WINDOW_MS: u128 = 100 * 365 * 24 * 3600 * 1000;
 /// Arguments per event after the three shared ones.
 const ARGS_PER_EVENT: usize = 5;
 
@@ -216,7 +218,8 @@ fn minid(config: &RedisConfig) -> String {
 
 /// The script runs for every record of `batch`, in order.
 fn pipeline(config: &RedisConfig, batch: &[Request]) -> redis::Pipeline {
-    let window_ms = config.dedup_window.as_millis().min(u64::MAX as u128) as u64;
+    // Redis refuses expiry times past about 292 million years; a century is plenty.
+    let window_ms = config.dedup_window.as_millis().min(MAX_WINDOW_MS) as u64;
     let shared = [
         window_ms.to_string(),
         config.maxlen.unwrap_or(0).to_string(),

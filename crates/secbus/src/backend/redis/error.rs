@@ -36,10 +36,11 @@ pub(super) fn is_unavailable(e: &RedisError) -> bool {
         )
 }
 
-/// Whether the group a command named does not exist (`NOGROUP`): after a
-/// server lost its data, or someone destroyed the group.
+/// Whether the group a command named does not exist (`NOGROUP`), or its
+/// stream was deleted under a blocked read (`UNBLOCKED`): after a server lost
+/// its data, or someone deleted the stream or destroyed the group.
 pub(super) fn is_no_group(e: &RedisError) -> bool {
-    e.code() == Some("NOGROUP")
+    matches!(e.code(), Some("NOGROUP" | "UNBLOCKED"))
 }
 
 /// Whether `XGROUP CREATE` found the group already there.

@@ -34,7 +34,7 @@ use super::entry::{LogEntry, RawEntry, read_reply};
 use super::error::{from_redis, is_busy_group, is_no_group, is_unavailable};
 use super::keys::TenantKeys;
 use super::sequence::StreamId;
-use super::settle::{AckQueue, GroupMember, Settler, now_ms};
+use super::settle::{AckQueue, GroupMember, NO_READER_ID, Settler, now_ms};
 use crate::engine::{Acker, EngineDelivery, EngineStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::subscription::{StartAt, SubscribeOptions, TypePattern};
@@ -253,7 +253,7 @@ enum Recovery {
 /// What finished while the member waited.
 enum Woken {
     Read(std::result::Result<redis::RedisResult<Value>, tokio::task::JoinError>),
-    Chores(std::result::Result<redis::RedisResult<Chores>, tokio::task::JoinError>),
+    Chores(Box<std::result::Result<redis::RedisResult<Chores>, tokio::task::JoinError>>),
     Nothing,
 }
 
@@ -304,33 +304,42 @@ impl EngineStream for Member {
                 }
                 result = async { self.chores.as_mut().expect("guarded").await }, if self.chores.is_some() => {
                     self.chores = None;
-                    Woken::Chores(result)
+                    Woken::Chores(Box::new(result))
                 }
                 _ = self.settler.wake.notified() => Woken::Nothing,
                 _ = tokio::time::sleep_until(wake_at) => Woken::Nothing,
             };
-            let outcome = match woken {
-                Woken::Nothing => continue,
-                Woken::Read(Ok(Ok(reply))) => match read_reply(reply) {
-                    Ok(entries) => {
-                        self.back_online();
-                        self.accept(entries);
-                        continue;
-                    }
-                    Err(e) => Recovery::Report(e),
-                },
-                Woken::Chores(Ok(Ok(chores))) => match self.apply_chores(chores) {
-                    Ok(()) => {
-                        self.back_online();
-                        continue;
-                    }
-                    Err(e) => Recovery::Report(e),
-                },
-                Woken::Read(Ok(Err(e))) | Woken::Chores(Ok(Err(e))) => self.classify(e),
-                Woken::Read(Err(join)) | Woken::Chores(Err(join)) => Recovery::Report(Error::new(
+            let task_failed = |join: tokio::task::JoinError| {
+                Recovery::Report(Error::new(
                     ErrorKind::Engine,
                     format!("redis: a member's task failed: {join}"),
-                )),
+                ))
+            };
+            let outcome = match woken {
+                Woken::Nothing => continue,
+                Woken::Read(result) => match result {
+                    Ok(Ok(reply)) => match read_reply(reply) {
+                        Ok(entries) => {
+                            self.back_online();
+                            self.accept(entries);
+                            continue;
+                        }
+                        Err(e) => Recovery::Report(e),
+                    },
+                    Ok(Err(e)) => self.classify(e),
+                    Err(join) => task_failed(join),
+                },
+                Woken::Chores(result) => match *result {
+                    Ok(Ok(chores)) => match self.apply_chores(chores) {
+                        Ok(()) => {
+                            self.back_online();
+                            continue;
+                        }
+                        Err(e) => Recovery::Report(e),
+                    },
+                    Ok(Err(e)) => self.classify(e),
+                    Err(join) => task_failed(join),
+                },
             };
             if let Some(e) = self.recover(outcome).await {
                 return Some(Err(e));
@@ -358,14 +367,18 @@ impl Member {
             // The id of the connection the read blocks on, so that a release
             // can unblock it; asked once per connection.
             if member.reader_id.load(Ordering::Acquire) == 0 {
-                let id: u64 = redis::cmd("CLIENT")
-                    .arg("ID")
-                    .query_async(&mut conn)
-                    .await?;
-                member.reader_id.store(id, Ordering::Release);
+                let id: redis::RedisResult<u64> =
+                    redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await;
+                match id {
+                    Ok(id) => member.reader_id.store(id, Ordering::Release),
+                    Err(e) if is_unavailable(&e) => return Err(e),
+                    // Not allowed (ACL): do without; a release then relies on
+                    // the connection closing.
+                    Err(_) => member.reader_id.store(NO_READER_ID, Ordering::Release),
+                }
             }
             let read = cmd.query_async(&mut conn).await;
-            if read.is_err() {
+            if read.is_err() && member.reader_id.load(Ordering::Acquire) != NO_READER_ID {
                 // Perhaps a new connection next time.
                 member.reader_id.store(0, Ordering::Release);
             }

@@ -26,6 +26,9 @@ const ACK_GATHER: Duration = Duration::from_millis(2);
 /// Tries of one `XACK` batch while the server is unreachable (about 20 s).
 const ACK_TRIES: u32 = 24;
 
+/// `reader_id` when the server does not let secbus ask (`CLIENT ID` refused).
+pub(super) const NO_READER_ID: u64 = u64::MAX;
+
 /// One member of a group, as its settling parts see it.
 pub(super) struct GroupMember {
     pub(super) shared: Arc<Shared>,
@@ -198,7 +201,7 @@ impl Settler {
         // A read still blocked on the server would take entries published
         // from now on, for a member that will never hand them out.
         let reader = member.reader_id.load(Ordering::Acquire);
-        if reader != 0 {
+        if reader != 0 && reader != NO_READER_ID {
             let unblocked: redis::RedisResult<i64> = redis::cmd("CLIENT")
                 .arg("UNBLOCK")
                 .arg(reader)
