@@ -43,6 +43,7 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
         raw.as_ref().map(RawRun::per_s),
     )
     .field("event_bytes", event_bytes)
+    .field("publishers", ctx.publishers)
     .field("wall_s", round3(ours.wall.as_secs_f64()))
     .field(
         "publish_per_s",
