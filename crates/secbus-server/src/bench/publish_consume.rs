@@ -13,7 +13,7 @@ use secbus::{Bus, Event, Publisher, StartAt, SubscribeOptions, Subscriber, Tenan
 
 use super::payload;
 use super::raw::{self, RawRun};
-use super::scenario::{Context, Report, Target, round3};
+use super::scenario::{Context, Report, Target, round6};
 use super::{consumer, watchdog};
 
 pub(crate) const NAME: &str = "publish_consume";
@@ -44,14 +44,14 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
     )
     .field("event_bytes", event_bytes)
     .field("publishers", ctx.publishers)
-    .field("wall_s", round3(ours.wall.as_secs_f64()))
+    .field("wall_s", round6(ours.wall.as_secs_f64()))
     .field(
         "publish_per_s",
         (n as f64 / ours.published.as_secs_f64()).round(),
     );
     if let Some(raw) = &raw {
         report = report
-            .field("raw_wall_s", round3(raw.wall.as_secs_f64()))
+            .field("raw_wall_s", round6(raw.wall.as_secs_f64()))
             .field("raw_baseline", raw.baseline);
     }
     Ok(report.targets(targets(&ctx.engine)))

@@ -145,5 +145,10 @@ impl Report {
 
 /// Rounds to three decimals, enough for ratios and microseconds.
 pub(crate) fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    (x * 1e3).round() / 1e3
+}
+
+/// Rounds to six decimals, enough for seconds.
+pub(crate) fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }
