@@ -26,11 +26,11 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
-use async_nats::jetstream::message::Acker as MessageAcker;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
+use super::ack_reply::AckReply;
 use super::config::AckMode;
 use super::engine::Shared;
 use super::error;
@@ -110,7 +110,7 @@ pub(super) async fn open(
                 tokens: AtomicU64::new(0),
                 freed: Notify::new(),
                 puller: tokio::sync::Mutex::new(Puller::new(
-                    shared.js.clone(),
+                    shared.client.clone(),
                     &shared.config.stream,
                     &name,
                     batch,
@@ -212,7 +212,7 @@ pub(super) struct GroupConsumer {
     keys: Mutex<KeyOrder>,
     /// Deliveries handed out and not settled, by a token of their own (the same
     /// sequence may be in hand twice, after an ack wait ran out).
-    in_hand: Mutex<HashMap<u64, Arc<MessageAcker>>>,
+    in_hand: Mutex<HashMap<u64, AckReply>>,
     tokens: AtomicU64,
     /// A key came free.
     freed: Notify,
@@ -240,9 +240,9 @@ impl GroupConsumer {
 
     fn hand_out(self: &Arc<Self>, held: Held) -> EngineDelivery {
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
-        self.in_hand.lock().insert(token, held.acker.clone());
+        self.in_hand.lock().insert(token, held.reply.clone());
         let acker = GroupAcker {
-            acker: held.acker,
+            reply: held.reply,
             key: held.key,
             sequence: held.sequence,
             token,
@@ -261,20 +261,17 @@ impl GroupConsumer {
 
     /// Turns a delivered message into a [`Held`]; a message that is not a
     /// secbus event is terminated (it would fail on every delivery).
-    async fn decode(&self, message: async_nats::jetstream::Message) -> Option<Held> {
-        let (sequence, delivered) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
-            Err(e) => {
-                tracing::warn!(error = %e, "a pull consumer delivered a message without JetStream metadata");
-                return None;
-            }
+    async fn decode(&self, message: async_nats::Message) -> Option<Held> {
+        let Some((reply, sequence, delivered)) = message.reply.as_ref().and_then(AckReply::parse)
+        else {
+            tracing::warn!(subject = %message.subject, "a pull consumer delivered a message without a JetStream ack subject");
+            return None;
         };
         let redrive_for = message
             .headers
             .as_ref()
             .and_then(|h| h.get(REDRIVE_FOR))
             .map(|v| Arc::<str>::from(v.as_str()));
-        let (message, acker) = message.split();
         match Event::from_json_limited(&message.payload, usize::MAX) {
             Ok(event) => Some(Held {
                 key: event.partitionkey.as_deref().map(Arc::from),
@@ -282,7 +279,7 @@ impl GroupConsumer {
                 sequence,
                 attempt: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
                 redrive_for,
-                acker: Arc::new(acker),
+                reply,
             }),
             Err(e) => {
                 tracing::error!(
@@ -292,7 +289,7 @@ impl GroupConsumer {
                     error = %e,
                     "a message in the events stream is not a secbus event; terminated"
                 );
-                let _ = acker.ack_with(AckKind::Term).await;
+                let _ = reply.send(&self.shared.client, AckKind::Term).await;
                 None
             }
         }
@@ -322,24 +319,26 @@ impl GroupConsumer {
     /// Gives back to JetStream what this process holds of the group: pulled
     /// and not handed out, and (when `in_hand`) handed out and not settled.
     pub(super) async fn release(&self, in_hand: bool) {
-        let mut ackers: Vec<Arc<MessageAcker>> = self
+        let mut replies: Vec<AckReply> = self
             .keys
             .lock()
             .drain()
             .into_iter()
-            .map(|h| h.acker)
+            .map(|h| h.reply)
             .collect();
         if in_hand {
-            ackers.extend(self.in_hand.lock().drain().map(|(_, a)| a));
+            replies.extend(self.in_hand.lock().drain().map(|(_, r)| r));
         }
         // Members give the puller up as soon as they see the close.
         if let Ok(mut puller) =
             tokio::time::timeout(Duration::from_secs(1), self.puller.lock()).await
         {
-            ackers.extend(puller.drain().into_iter().map(|m| Arc::new(m.split().1)));
+            replies.extend(pulled_replies(puller.drain()));
         }
-        for acker in ackers {
-            let _ = acker.ack_with(AckKind::Nak(Some(RELEASE_DELAY))).await;
+        for reply in replies {
+            let _ = reply
+                .send(&self.shared.client, AckKind::Nak(Some(RELEASE_DELAY)))
+                .await;
         }
     }
 }
@@ -348,31 +347,36 @@ impl Drop for GroupConsumer {
     fn drop(&mut self) {
         // The last member went: what was pulled for it goes back, sooner than
         // after its ack wait.
-        let mut ackers: Vec<Arc<MessageAcker>> = self
+        let mut replies: Vec<AckReply> = self
             .keys
             .get_mut()
             .drain()
             .into_iter()
-            .map(|h| h.acker)
+            .map(|h| h.reply)
             .collect();
-        ackers.extend(
-            self.puller
-                .get_mut()
-                .drain()
-                .into_iter()
-                .map(|m| Arc::new(m.split().1)),
-        );
-        if ackers.is_empty() {
+        replies.extend(pulled_replies(self.puller.get_mut().drain()));
+        if replies.is_empty() {
             return;
         }
+        let client = self.shared.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                for acker in ackers {
-                    let _ = acker.ack_with(AckKind::Nak(Some(RELEASE_DELAY))).await;
+                for reply in replies {
+                    let _ = reply.send(&client, AckKind::Nak(Some(RELEASE_DELAY))).await;
                 }
             });
         }
     }
+}
+
+/// The ack subjects of messages pulled and never decoded.
+fn pulled_replies(messages: Vec<async_nats::Message>) -> impl Iterator<Item = AckReply> {
+    messages.into_iter().filter_map(|m| {
+        m.reply
+            .as_ref()
+            .and_then(AckReply::parse)
+            .map(|(r, _, _)| r)
+    })
 }
 
 /// Keeps the ack wait of held-back deliveries from running out while their key
@@ -381,10 +385,11 @@ async fn keep_held_alive(group: Weak<GroupConsumer>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(group) = group.upgrade() else { return };
-        let ackers = group.keys.lock().ackers();
+        let replies = group.keys.lock().replies();
+        let client = group.shared.client.clone();
         drop(group);
-        for acker in ackers {
-            let _ = acker.ack_with(AckKind::Progress).await;
+        for reply in replies {
+            let _ = reply.send(&client, AckKind::Progress).await;
         }
     }
 }
@@ -406,9 +411,6 @@ impl EngineStream for Member {
             if *self.closed.borrow() {
                 return None;
             }
-            let freed = group.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
             let (ready, full, next_scan) = {
                 let mut keys = group.keys.lock();
                 keys.expire(scan_every, lease);
@@ -418,6 +420,22 @@ impl EngineStream for Member {
             if let Some(held) = ready {
                 return Some(Ok(group.hand_out(held)));
             }
+            // The common case under load: a message is in the inbox already.
+            if !full && let Ok(mut puller) = group.puller.try_lock() {
+                if group.request(&mut puller).await.is_ok()
+                    && let Some(pulled) = puller.try_next()
+                {
+                    match group.take(pulled, puller, lease).await {
+                        Step::Deliver(d) => return Some(Ok(d)),
+                        Step::Again => continue,
+                        Step::Closed => return None,
+                    }
+                }
+            }
+
+            let freed = group.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             let scan = async {
                 match next_scan {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -467,14 +485,14 @@ impl EngineStream for Member {
                 _ = &mut freed => continue,
                 _ = &mut scan => continue,
                 _ = lost => {
-                    // No message and no heartbeat: the server lost the request.
-                    puller.forget_request();
+                    // No message and no heartbeat: the server lost the requests.
+                    puller.forget_requests();
                     continue;
                 }
                 r = self.connections.changed() => {
-                    // Reconnected: a restarted server forgot the request.
+                    // Reconnected: a restarted server forgot the requests.
                     if r.is_ok() {
-                        puller.forget_request();
+                        puller.forget_requests();
                     }
                     continue;
                 }
@@ -483,28 +501,56 @@ impl EngineStream for Member {
                     continue;
                 }
             };
-            match pulled {
-                Pulled::Message(message) => {
-                    puller.failures = 0;
-                    drop(puller);
-                    let Some(held) = group.decode(*message).await else {
-                        continue;
-                    };
-                    let arrived = group.keys.lock().arrive(held, lease);
-                    if let Some(held) = arrived {
-                        return Some(Ok(group.hand_out(held)));
-                    }
+            match group.take(pulled, puller, lease).await {
+                Step::Deliver(d) => return Some(Ok(d)),
+                Step::Again => {}
+                Step::Closed => return None,
+            }
+        }
+    }
+}
+
+/// What a member does after something came in on the inbox.
+enum Step {
+    Deliver(EngineDelivery),
+    Again,
+    Closed,
+}
+
+impl GroupConsumer {
+    /// Deals with what came in: a message goes through the key order (and is
+    /// handed out when its key lets it), the rest adjusts the puller.
+    async fn take(
+        self: &Arc<Self>,
+        pulled: Pulled,
+        mut puller: tokio::sync::MutexGuard<'_, Puller>,
+        lease: Duration,
+    ) -> Step {
+        match pulled {
+            Pulled::Message(message) => {
+                puller.failures = 0;
+                drop(puller);
+                let Some(held) = self.decode(*message).await else {
+                    return Step::Again;
+                };
+                let arrived = self.keys.lock().arrive(held, lease);
+                match arrived {
+                    Some(held) => Step::Deliver(self.hand_out(held)),
+                    None => Step::Again,
                 }
-                Pulled::Again => {}
-                Pulled::ConsumerGone => {
-                    tracing::warn!(consumer = %group.name(), "the group's consumer is gone; creating it again");
-                    puller.consumer_ready = false;
-                }
-                Pulled::Failed(why) => {
-                    tracing::warn!(consumer = %group.name(), error = %why, "consumer group pull failed; pulling again");
-                    if !group.back_off(&mut puller).await {
-                        return None;
-                    }
+            }
+            Pulled::Again => Step::Again,
+            Pulled::ConsumerGone => {
+                tracing::warn!(consumer = %self.name(), "the group's consumer is gone; creating it again");
+                puller.consumer_ready = false;
+                Step::Again
+            }
+            Pulled::Failed(why) => {
+                tracing::warn!(consumer = %self.name(), error = %why, "consumer group pull failed; pulling again");
+                if self.back_off(&mut puller).await {
+                    Step::Again
+                } else {
+                    Step::Closed
                 }
             }
         }
@@ -513,7 +559,7 @@ impl EngineStream for Member {
 
 /// Settles one delivery.
 struct GroupAcker {
-    acker: Arc<MessageAcker>,
+    reply: AckReply,
     key: Option<Arc<str>>,
     sequence: u64,
     token: u64,
@@ -530,6 +576,7 @@ impl GroupAcker {
             return;
         }
         self.group.in_hand.lock().remove(&self.token);
+        // Only a key coming free lets a member hand out something new.
         if let Some(key) = &self.key {
             let mut keys = self.group.keys.lock();
             if acked {
@@ -537,8 +584,9 @@ impl GroupAcker {
             } else {
                 keys.extend(key, self.sequence, delay + self.group.lease());
             }
+            drop(keys);
+            self.group.freed.notify_waiters();
         }
-        self.group.freed.notify_waiters();
     }
 }
 
@@ -553,34 +601,23 @@ impl Drop for GroupAcker {
 #[async_trait]
 impl Acker for GroupAcker {
     async fn ack(&self, _sequence: u64) -> Result<()> {
-        let sent = match self.mode {
-            AckMode::Plain => self.acker.ack().await,
-            AckMode::Double => self.acker.double_ack().await,
-        };
-        sent.map_err(|e| {
-            Error::new(
-                ErrorKind::EngineUnavailable,
-                format!(
-                    "the ack of sequence {} did not reach the server: {e}",
-                    self.sequence
-                ),
-            )
-        })?;
+        let client = &self.group.shared.client;
+        match self.mode {
+            AckMode::Plain => self.reply.send(client, AckKind::Ack).await?,
+            AckMode::Double => {
+                let timeout = self.group.shared.config.timeout;
+                self.reply
+                    .send_confirmed(client, AckKind::Ack, timeout)
+                    .await?
+            }
+        }
         self.settle(true, Duration::ZERO);
         Ok(())
     }
 
     async fn nack(&self, _sequence: u64, delay: Duration) -> Result<()> {
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
-        self.acker.ack_with(kind).await.map_err(|e| {
-            Error::new(
-                ErrorKind::EngineUnavailable,
-                format!(
-                    "the nack of sequence {} did not reach the server: {e}",
-                    self.sequence
-                ),
-            )
-        })?;
+        self.reply.send(&self.group.shared.client, kind).await?;
         self.settle(false, delay);
         Ok(())
     }

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::Acker as MessageAcker;
 use tokio::time::Instant;
 
+use super::ack_reply::AckReply;
 use crate::event::Event;
 
 /// A delivered message, decoded, not handed out yet.
@@ -24,7 +24,7 @@ pub(super) struct Held {
     pub(super) attempt: u32,
     pub(super) key: Option<Arc<str>>,
     pub(super) redrive_for: Option<Arc<str>>,
-    pub(super) acker: Arc<MessageAcker>,
+    pub(super) reply: AckReply,
 }
 
 /// The delivery of a key handed out last, and until when it keeps the key if it
@@ -65,12 +65,12 @@ impl KeyOrder {
     }
 
     /// Every message held, for keeping them alive or releasing them.
-    pub(super) fn ackers(&self) -> Vec<Arc<MessageAcker>> {
+    pub(super) fn replies(&self) -> Vec<AckReply> {
         self.blocked
             .values()
             .flat_map(|q| q.values())
             .chain(self.ready.iter())
-            .map(|h| h.acker.clone())
+            .map(|h| h.reply.clone())
             .collect()
     }
 

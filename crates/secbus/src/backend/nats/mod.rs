@@ -59,18 +59,27 @@
 //! Attempts are JetStream's delivery counts; sequences are stream sequences
 //! (shared by every tenant of the stream, so a tenant's sequences have gaps).
 //!
-//! A member whose pull stream fails (server restart, missed heartbeats, a
-//! consumer lost with a memory-only store) pulls again with backoff and
-//! recreates the consumer when it is gone: it never stops quietly.
+//! The members of a group on one bus (one process, usually) share one puller:
+//! pull requests of up to `max_in_flight` messages (of the first member) on
+//! one inbox, a second sent when half of the first has come. JetStream shares
+//! the work between processes; the members of a process take turns. A pull
+//! that fails, goes silent (no idle heartbeat; a server restart) or spans a
+//! reconnect is sent again with backoff, and the durable consumer is created
+//! again when it is gone: a group never stops quietly. Messages pulled and not
+//! handed out go back (`-NAK`) when the last member leaves, and at `close()`
+//! so do deliveries still in hand: another process gets them within seconds
+//! rather than after their ack wait.
 //!
 //! # Partition-key order
 //!
-//! JetStream has no per-key order. Within one subscription, a delivery whose
-//! `partitionkey` is held by an unsettled earlier delivery waits until that one
-//! is acked, and is kept from timing out meanwhile. Members of the same group in
-//! other subscriptions or processes do not know each other's keys: where two
-//! events of one key must never run at once across processes, use a group with
-//! a single member, or one group per key range (a type or tenant split).
+//! JetStream has no per-key order. The members of a group on one bus hand out
+//! one delivery per `partitionkey` at a time, in stream order: a delivery whose
+//! key is held by an unsettled earlier one waits until that one is acked (its
+//! ack wait kept alive with `+WPI` meanwhile). Members in other processes do
+//! not know each other's keys, so across processes two events of one key can
+//! run at once. Where that must not happen, consume the group from one process
+//! (any number of members there), or split the work by type or tenant so that
+//! a key lives in one group.
 //!
 //! # Acks
 //!
@@ -89,6 +98,7 @@
 //! in time, a lost connection and "no responders" are `engine_unavailable`, so
 //! `publish_with_fallback` spools the event and a retry is deduplicated.
 
+mod ack_reply;
 mod config;
 mod consumer;
 mod content_dedup;

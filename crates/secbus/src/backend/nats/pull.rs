@@ -1,10 +1,12 @@
 //! The pull requests of one consumer group in this process.
 //!
-//! Every request of the group goes out with the same reply inbox, one request
-//! at a time: a new one when the last was filled, expired, or went silent (no
-//! message and no idle heartbeat for a while, as after a server restart), or
-//! after a reconnect. The inbox lives as long as the group, so the server never
-//! holds a request of ours whose inbox is gone.
+//! Every request of the group goes out with the same reply inbox. A second
+//! request is sent when half of the first has arrived, so messages keep coming
+//! while the first half is worked on; never more than two are out. Requests
+//! are forgotten when they end (filled, expired), go silent (no message and no
+//! idle heartbeat for a while, as after a server restart), or a reconnect
+//! happens. The inbox lives as long as the group, so the server never holds a
+//! request of ours whose inbox is gone.
 //!
 //! That matters on nats-server 2.9: when the request at the head of a pull
 //! consumer's waiting queue has lost its inbox and the message to deliver is a
@@ -16,8 +18,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Message;
-use async_nats::{StatusCode, Subscriber};
+use async_nats::{Client, Message, StatusCode, Subscriber};
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -52,20 +53,21 @@ struct NextRequest {
     idle_heartbeat: u64,
 }
 
-struct Outstanding {
-    asked: usize,
-    received: usize,
-    last_seen: Instant,
-}
+/// Requests out at most at once.
+const MAX_REQUESTS: usize = 2;
 
 /// The inbox and the request outstanding on it.
 pub(super) struct Puller {
-    context: async_nats::jetstream::Context,
+    client: Client,
     /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
     api_subject: String,
     batch: usize,
     inbox: Option<(String, Subscriber)>,
-    request: Option<Outstanding>,
+    /// Messages still to come for each request out, oldest first (the server
+    /// fills requests in the order they came).
+    requests: std::collections::VecDeque<usize>,
+    /// The last time anything came in while requests were out.
+    last_seen: Instant,
     /// The durable consumer is known to exist.
     pub(super) consumer_ready: bool,
     /// Consecutive failures, for the backoff.
@@ -73,29 +75,26 @@ pub(super) struct Puller {
 }
 
 impl Puller {
-    pub(super) fn new(
-        context: async_nats::jetstream::Context,
-        stream: &str,
-        consumer: &str,
-        batch: usize,
-    ) -> Puller {
+    pub(super) fn new(client: Client, stream: &str, consumer: &str, batch: usize) -> Puller {
         Puller {
-            context,
+            client,
             api_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
             batch,
             inbox: None,
-            request: None,
+            requests: std::collections::VecDeque::new(),
+            last_seen: Instant::now(),
             consumer_ready: true,
             failures: 0,
         }
     }
 
-    /// Sends a request when none is outstanding.
+    /// Sends a request when what is out runs low.
     pub(super) async fn request(&mut self) -> Result<()> {
-        if self.request.is_some() {
+        let coming: usize = self.requests.iter().sum();
+        if self.requests.len() >= MAX_REQUESTS || coming > self.batch / 2 {
             return Ok(());
         }
-        let client = self.context.client();
+        let client = &self.client;
         if self.inbox.is_none() {
             let inbox = client.new_inbox();
             let subscriber = client.subscribe(inbox.clone()).await.map_err(|e| {
@@ -123,22 +122,21 @@ impl Puller {
                 Error::new(ErrorKind::EngineUnavailable, "cannot send a pull request")
                     .with_source(e)
             })?;
-        self.request = Some(Outstanding {
-            asked: self.batch,
-            received: 0,
-            last_seen: Instant::now(),
-        });
+        if self.requests.is_empty() {
+            self.last_seen = Instant::now();
+        }
+        self.requests.push_back(self.batch);
         Ok(())
     }
 
-    /// When the outstanding request counts as lost, if there is one.
+    /// When the requests out count as lost, if any are out.
     pub(super) fn lost_at(&self) -> Option<Instant> {
-        self.request.as_ref().map(|r| r.last_seen + SILENCE)
+        (!self.requests.is_empty()).then_some(self.last_seen + SILENCE)
     }
 
-    /// Forgets the outstanding request (lost, or the connection was renewed).
-    pub(super) fn forget_request(&mut self) {
-        self.request = None;
+    /// Forgets the requests out (lost, or the connection was renewed).
+    pub(super) fn forget_requests(&mut self) {
+        self.requests.clear();
     }
 
     /// The next thing on the inbox. Cancel-safe.
@@ -146,44 +144,56 @@ impl Puller {
         let Some((_, subscriber)) = self.inbox.as_mut() else {
             return Pulled::Again;
         };
-        let Some(message) = subscriber.next().await else {
+        let message = subscriber.next().await;
+        self.take(message)
+    }
+
+    /// The next thing already on the inbox, without waiting.
+    pub(super) fn try_next(&mut self) -> Option<Pulled> {
+        let (_, subscriber) = self.inbox.as_mut()?;
+        let message = subscriber.next().now_or_never()?;
+        Some(self.take(message))
+    }
+
+    fn take(&mut self, message: Option<async_nats::Message>) -> Pulled {
+        let Some(message) = message else {
             self.inbox = None;
-            self.request = None;
+            self.requests.clear();
             return Pulled::Failed("the pull inbox was closed".to_owned());
         };
-        let status = message.status;
-        let description = message.description.clone().unwrap_or_default();
-        if let Some(request) = &mut self.request {
-            request.last_seen = Instant::now();
-        }
-        match status {
+        self.last_seen = Instant::now();
+        match message.status {
             None | Some(StatusCode::OK) => {
-                if let Some(request) = &mut self.request {
-                    request.received += 1;
-                    if request.received >= request.asked {
-                        self.request = None;
+                if let Some(coming) = self.requests.front_mut() {
+                    *coming = coming.saturating_sub(1);
+                    if *coming == 0 {
+                        self.requests.pop_front();
                     }
                 }
-                Pulled::Message(Box::new(Message {
-                    message,
-                    context: self.context.clone(),
-                }))
+                Pulled::Message(Box::new(message))
             }
             Some(StatusCode::IDLE_HEARTBEAT) => Pulled::Again,
+            // The oldest request expired (or, with no_wait, found nothing).
             Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
-                self.request = None;
+                self.requests.pop_front();
                 Pulled::Again
             }
-            Some(StatusCode::REQUEST_TERMINATED) if description.contains("Consumer Deleted") => {
-                self.request = None;
+            Some(StatusCode::REQUEST_TERMINATED)
+                if message
+                    .description
+                    .as_deref()
+                    .is_some_and(|d| d.contains("Consumer Deleted")) =>
+            {
+                self.requests.clear();
                 Pulled::ConsumerGone
             }
             Some(StatusCode::NO_RESPONDERS) => {
-                self.request = None;
+                self.requests.clear();
                 Pulled::ConsumerGone
             }
             Some(other) => {
-                self.request = None;
+                self.requests.clear();
+                let description = message.description.unwrap_or_default();
                 Pulled::Failed(format!("the server ended a pull: {other} {description}"))
             }
         }
@@ -196,14 +206,11 @@ impl Puller {
         if let Some((_, mut subscriber)) = self.inbox.take() {
             while let Some(Some(message)) = subscriber.next().now_or_never() {
                 if message.status.is_none() || message.status == Some(StatusCode::OK) {
-                    out.push(Message {
-                        message,
-                        context: self.context.clone(),
-                    });
+                    out.push(message);
                 }
             }
         }
-        self.request = None;
+        self.requests.clear();
         out
     }
 }
