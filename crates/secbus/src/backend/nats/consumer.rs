@@ -421,15 +421,15 @@ impl EngineStream for Member {
                 return Some(Ok(group.hand_out(held)));
             }
             // The common case under load: a message is in the inbox already.
-            if !full && let Ok(mut puller) = group.puller.try_lock() {
-                if group.request(&mut puller).await.is_ok()
-                    && let Some(pulled) = puller.try_next()
-                {
-                    match group.take(pulled, puller, lease).await {
-                        Step::Deliver(d) => return Some(Ok(d)),
-                        Step::Again => continue,
-                        Step::Closed => return None,
-                    }
+            if !full
+                && let Ok(mut puller) = group.puller.try_lock()
+                && group.request(&mut puller).await.is_ok()
+                && let Some(pulled) = puller.try_next()
+            {
+                match group.take(pulled, puller, lease).await {
+                    Step::Deliver(d) => return Some(Ok(d)),
+                    Step::Again => continue,
+                    Step::Closed => return None,
                 }
             }
 
