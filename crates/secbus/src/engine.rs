@@ -29,6 +29,11 @@ pub struct Capabilities {
     pub tail_lag_reported: bool,
     /// Group positions survive a restart of the process.
     pub durable_groups: bool,
+    /// Partition-key order holds across all members of a group. When false it
+    /// holds within each member (one subscription): engines whose members are
+    /// independent clients of a server (Redis) cannot serialize a key between
+    /// them without a coordinator; give ordered work one member per group.
+    pub key_order_across_members: bool,
 }
 
 /// One event to append, with what the bus layer worked out for it.

@@ -225,6 +225,7 @@ impl Engine for EmbeddedEngine {
             replay: true,
             tail_lag_reported: false,
             durable_groups: true,
+            key_order_across_members: true,
         }
     }
 

@@ -274,6 +274,7 @@ impl Engine for MemoryEngine {
             replay: true,
             tail_lag_reported: true,
             durable_groups: false,
+            key_order_across_members: true,
         }
     }
 

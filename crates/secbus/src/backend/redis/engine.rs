@@ -145,6 +145,7 @@ impl Engine for RedisEngine {
             // XREAD skips trimmed entries without saying how many.
             tail_lag_reported: false,
             durable_groups: true,
+            key_order_across_members: false,
         }
     }
 

@@ -185,14 +185,20 @@ struct OrderLog {
 }
 
 pub(crate) async fn order_per_partition_key(cx: &Cx<'_>) -> Result<Verdict> {
-    const MEMBERS: usize = 3;
     let bus = cx.open().await?;
+    // Where the engine declares order within a member only, the same checks run
+    // on one member, which still works on several keys at once.
+    let member_count = if bus.capabilities().key_order_across_members {
+        3
+    } else {
+        1
+    };
     let t = acme();
     let log = Arc::new(parking_lot::Mutex::new(OrderLog::default()));
     let done = Arc::new(tokio::sync::Notify::new());
     let options = SubscribeOptions::group(t.clone(), "ordered").max_in_flight(8);
     let mut members = Vec::new();
-    for _ in 0..MEMBERS {
+    for _ in 0..member_count {
         let mut sub = bus.subscribe(options.clone()).await?;
         let log = log.clone();
         let done = done.clone();
