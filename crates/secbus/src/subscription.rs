@@ -52,6 +52,9 @@ impl TypePattern {
 
     /// Whether `ty` matches.
     pub fn matches(&self, ty: &EventType) -> bool {
+        if self.0 == ">" {
+            return true;
+        }
         let mut pat = self.0.split('.');
         let mut typ = ty.as_str().split('.');
         loop {
