@@ -2,8 +2,8 @@
 //! each test's own: what a plain NATS client sees of what secbus wrote (the
 //! CloudEvents binding), tenant-scoped message ids, the stream and consumer
 //! settings made from the URL and the subscribe options, redrives and dead
-//! letters as stored, messages that are not secbus events, double acks, and
-//! errors.
+//! letters as stored, messages that are not secbus events, double acks,
+//! partition-key order between the members on one bus, and errors.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -484,4 +484,78 @@ async fn bad_urls_are_refused_with_a_code() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_one_bus_keep_partition_key_order_between_them() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    const KEYS: [&str; 3] = ["host-a", "host-b", "host-c"];
+    const PER_KEY: u64 = 30;
+    let server = server();
+    let bus = connect(&server.url()).await;
+    let options = SubscribeOptions::group(acme(), "ordered").max_in_flight(8);
+    #[derive(Default)]
+    struct Log {
+        busy: HashSet<String>,
+        seen: HashMap<String, Vec<u64>>,
+        overlaps: usize,
+        done: usize,
+    }
+    let log = Arc::new(parking_lot::Mutex::new(Log::default()));
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut sub = bus.subscribe(options.clone()).await.unwrap();
+        let log = log.clone();
+        members.push(tokio::spawn(async move {
+            while let Some(Ok(d)) = sub.next().await {
+                let log = log.clone();
+                // Each delivery in a task of its own: only the key serializes them.
+                tokio::spawn(async move {
+                    let key = d.event().partitionkey.clone().unwrap();
+                    let n = d.event().data().unwrap()["n"].as_u64().unwrap();
+                    {
+                        let mut l = log.lock();
+                        if !l.busy.insert(key.clone()) {
+                            l.overlaps += 1;
+                        }
+                        l.seen.entry(key.clone()).or_default().push(n);
+                    }
+                    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 3)).await;
+                    log.lock().busy.remove(&key);
+                    d.ack().await.unwrap();
+                    log.lock().done += 1;
+                });
+            }
+        }));
+    }
+    for n in 0..PER_KEY {
+        for key in KEYS {
+            let e = Event::builder(EventType::new("edr.process.started").unwrap(), acme())
+                .partition_key(key)
+                .data(json!({ "n": n }))
+                .build()
+                .unwrap();
+            bus.publish(e).await.unwrap();
+        }
+    }
+    let expected = KEYS.len() * PER_KEY as usize;
+    tokio::time::timeout(WAIT, async {
+        while log.lock().done < expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every keyed event processed");
+    members.iter().for_each(|m| m.abort());
+    let l = log.lock();
+    assert_eq!(
+        l.overlaps, 0,
+        "two events of one key were in flight at once"
+    );
+    for key in KEYS {
+        let want: Vec<u64> = (0..PER_KEY).collect();
+        assert_eq!(l.seen[key], want, "key {key} out of publish order");
+    }
 }

@@ -220,6 +220,7 @@ impl Engine for NatsEngine {
             // without saying how many were removed under it.
             tail_lag_reported: false,
             durable_groups: file,
+            key_order_across_members: false,
         }
     }
 
