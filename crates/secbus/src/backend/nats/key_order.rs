@@ -192,3 +192,80 @@ impl KeyOrder {
         Some(first)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventType, TenantId};
+
+    fn held(sequence: u64, key: Option<&str>) -> Held {
+        let subject = async_nats::Subject::from(format!(
+            "$JS.ACK.S.acme__g.1.{sequence}.{sequence}.1700000000000000000.0"
+        ));
+        let (reply, _, _) = AckReply::parse(&subject).unwrap();
+        let ty = EventType::new("edr.process.started").unwrap();
+        let mut builder = Event::builder(ty, TenantId::new("acme").unwrap());
+        if let Some(key) = key {
+            builder = builder.partition_key(key);
+        }
+        Held {
+            event: Arc::new(builder.build().unwrap()),
+            sequence,
+            attempt: 1,
+            key: key.map(Arc::from),
+            redrive_for: None,
+            reply,
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn one_delivery_per_key_in_stream_order() {
+        let mut keys = KeyOrder::default();
+        assert!(keys.arrive(held(1, None), LEASE).is_some());
+        assert!(keys.arrive(held(2, Some("a")), LEASE).is_some());
+        assert!(
+            keys.arrive(held(3, Some("b")), LEASE).is_some(),
+            "other keys run"
+        );
+        assert!(keys.arrive(held(5, Some("a")), LEASE).is_none());
+        assert!(keys.arrive(held(4, Some("a")), LEASE).is_none());
+        assert_eq!(keys.held(), 2);
+        // A redelivery of the owner goes out again; of a waiting one, replaces it.
+        assert!(keys.arrive(held(2, Some("a")), LEASE).is_some());
+        assert!(keys.arrive(held(4, Some("a")), LEASE).is_none());
+        assert_eq!(keys.held(), 2);
+
+        keys.release(&Arc::from("a"), 3, LEASE);
+        assert!(
+            keys.pop_ready().is_none(),
+            "only the owner's ack frees the key"
+        );
+        keys.release(&Arc::from("a"), 2, LEASE);
+        assert_eq!(keys.pop_ready().map(|h| h.sequence), Some(4));
+        assert!(keys.pop_ready().is_none());
+        keys.release(&Arc::from("a"), 4, LEASE);
+        assert_eq!(keys.pop_ready().map(|h| h.sequence), Some(5));
+        assert_eq!(keys.held(), 0);
+    }
+
+    #[test]
+    fn an_owner_that_is_never_settled_gives_the_key_up_after_its_lease() {
+        let mut keys = KeyOrder::default();
+        let lease = Duration::from_millis(20);
+        assert!(keys.arrive(held(1, Some("a")), lease).is_some());
+        assert!(keys.arrive(held(2, Some("a")), lease).is_none());
+        assert!(!keys.expire(Duration::from_millis(1), lease));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(keys.expire(Duration::from_millis(1), lease));
+        assert_eq!(keys.pop_ready().map(|h| h.sequence), Some(2));
+        // A nack keeps the key for the redelivery.
+        keys.extend(&Arc::from("a"), 2, Duration::from_secs(60));
+        assert!(keys.arrive(held(3, Some("a")), lease).is_none());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!keys.expire(Duration::from_millis(1), lease));
+        assert!(keys.arrive(held(2, Some("a")), lease).is_some());
+        assert_eq!(keys.drain().len(), 1);
+    }
+}
