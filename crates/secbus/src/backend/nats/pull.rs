@@ -8,13 +8,15 @@
 //! happens. The inbox lives as long as the group, so the server never holds a
 //! request of ours whose inbox is gone.
 //!
-//! That matters on nats-server 2.9: when the request at the head of a pull
-//! consumer's waiting queue has lost its inbox and the message to deliver is a
+//! That matters on nats-server 2.9: when a pull consumer has requests waiting
+//! but all of them lost their inbox, and the message to deliver is a
 //! *redelivery*, the server "redoes" it by stepping its stream sequence back
 //! (`loopAndGatherMsgs`: `o.sseq--`), which delivers the last new message a
 //! second time and leaves the redelivery waiting for another ack wait. The
 //! client's own pull streams use an inbox per stream or batch; dropping one
-//! with a request outstanding sets that up.
+//! with a request outstanding, then nacking, set that up in our tests. A dead
+//! request is dropped by the server at its next heartbeat, which is why the
+//! `-NAK`s of a group going away are delayed past it (`consumer.rs`).
 
 use std::time::Duration;
 
