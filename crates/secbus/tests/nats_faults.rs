@@ -9,7 +9,8 @@
 //! - a group member and a tail waiting across a kill -9 and restart get what is
 //!   published after it, rather than stopping quietly;
 //! - a three-node cluster with an R3 stream loses no acknowledged event when the
-//!   stream's leader is killed mid-stream, and its consumer goes on.
+//!   stream's leader is killed mid-stream, and its consumer goes on;
+//! - a memory-only stream, gone with its server, is created again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -380,4 +381,29 @@ async fn an_r3_stream_loses_no_acknowledged_event_when_its_leader_dies() {
         stored.insert(next(&mut replay, "the replay").await.event().id.clone());
     }
     assert_eq!(stored, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_stream_lost_in_a_restart_is_created_again() {
+    let mut server = NatsServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let spool = tempfile::tempdir().unwrap();
+    let bus = connect(
+        &format!("{}?storage=memory&timeout=1s", server.url()),
+        spool.path(),
+    )
+    .await;
+    assert!(!bus.capabilities().persistent);
+    let lost = event(1);
+    bus.publish(lost.clone()).await.unwrap();
+    blocking(|| server.kill());
+    blocking(|| server.restart()).unwrap_or_else(|e| panic!("{e}"));
+
+    // Publishing works again once the engine has made the stream anew.
+    let after = event(2);
+    publish_until_stored(&bus, &after).await;
+    let mut replay = bus
+        .subscribe(SubscribeOptions::tail(acme()).start(StartAt::Beginning))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut replay, "the replay").await.event().id, after.id);
 }

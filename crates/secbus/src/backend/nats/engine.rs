@@ -22,6 +22,8 @@ use crate::subscription::{Mode, SubscribeOptions};
 
 /// The longest wait between two reconnect attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// Attempts to check the streams after a reconnection.
+const STREAM_CHECKS: u32 = 10;
 /// The duplicate window when dedup is off (JetStream has no "none").
 const NO_DEDUP_WINDOW: Duration = Duration::from_secs(1);
 
@@ -104,51 +106,7 @@ impl NatsEngine {
             .timeout(config.timeout)
             .build(client.clone());
 
-        let storage = match config.storage {
-            Storage::File => StorageType::File,
-            Storage::Memory => StorageType::Memory,
-        };
-        let mut duplicate_window = if config.dedup_window.is_zero() {
-            NO_DEDUP_WINDOW
-        } else {
-            config.dedup_window
-        };
-        if let Some(age) = config.max_age {
-            // JetStream refuses a duplicate window longer than the retention.
-            if age < duplicate_window {
-                tracing::warn!(
-                    max_age = ?age,
-                    dedup_window = ?duplicate_window,
-                    "the dedup window is longer than the retention; JetStream dedups within max_age only"
-                );
-                duplicate_window = age;
-            }
-        }
-        let events = stream::Config {
-            name: config.stream.clone(),
-            description: Some("secbus events: <prefix>.<tenant>.<type>, CloudEvents JSON".into()),
-            subjects: vec![format!("{}.>", config.prefix)],
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
-            storage,
-            num_replicas: config.replicas,
-            max_age: config.max_age.unwrap_or_default(),
-            max_bytes: config.max_bytes.unwrap_or(-1),
-            duplicate_window,
-            ..Default::default()
-        };
-        create_or_update(&js, events).await?;
-        let dead_letters = stream::Config {
-            name: config.dlq_stream.clone(),
-            description: Some("secbus dead letters: <prefix>-dlq.<tenant>.<id>, JSON".into()),
-            subjects: vec![format!("{}.>", config.dlq_prefix())],
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
-            storage,
-            num_replicas: config.replicas,
-            ..Default::default()
-        };
-        create_or_update(&js, dead_letters).await?;
+        ensure_streams(&js, &config).await?;
         let content = if config.content_dedup {
             Some(ContentDedup::open(&js, &config).await?)
         } else {
@@ -156,17 +114,24 @@ impl NatsEngine {
         };
         let events = open_stream(&js, &config.stream).await?;
         let dead_letters = open_stream(&js, &config.dlq_stream).await?;
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            js,
+            events,
+            dead_letters,
+            closed: watch::Sender::new(false),
+            connections,
+            groups: consumer::Groups::default(),
+        });
+        tokio::spawn(keep_streams(
+            shared.js.clone(),
+            shared.config.clone(),
+            shared.connections.subscribe(),
+            shared.closed.subscribe(),
+        ));
         Ok(NatsEngine {
-            shared: Arc::new(Shared {
-                config,
-                client,
-                js,
-                events,
-                dead_letters,
-                closed: watch::Sender::new(false),
-                connections,
-                groups: consumer::Groups::default(),
-            }),
+            shared,
             content,
             closed: AtomicBool::new(false),
         })
@@ -177,6 +142,87 @@ impl NatsEngine {
             return Err(Error::closed());
         }
         Ok(())
+    }
+}
+
+/// Creates the events and dead-letter streams, or updates them to `config`.
+async fn ensure_streams(js: &async_nats::jetstream::Context, config: &NatsConfig) -> Result<()> {
+    let storage = match config.storage {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
+    };
+    let mut duplicate_window = if config.dedup_window.is_zero() {
+        NO_DEDUP_WINDOW
+    } else {
+        config.dedup_window
+    };
+    if let Some(age) = config.max_age {
+        // JetStream refuses a duplicate window longer than the retention.
+        if age < duplicate_window {
+            tracing::warn!(
+                max_age = ?age,
+                dedup_window = ?duplicate_window,
+                "the dedup window is longer than the retention; JetStream dedups within max_age only"
+            );
+            duplicate_window = age;
+        }
+    }
+    let events = stream::Config {
+        name: config.stream.clone(),
+        description: Some("secbus events: <prefix>.<tenant>.<type>, CloudEvents JSON".into()),
+        subjects: vec![format!("{}.>", config.prefix)],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        storage,
+        num_replicas: config.replicas,
+        max_age: config.max_age.unwrap_or_default(),
+        max_bytes: config.max_bytes.unwrap_or(-1),
+        duplicate_window,
+        ..Default::default()
+    };
+    create_or_update(js, events).await?;
+    let dead_letters = stream::Config {
+        name: config.dlq_stream.clone(),
+        description: Some("secbus dead letters: <prefix>-dlq.<tenant>.<id>, JSON".into()),
+        subjects: vec![format!("{}.>", config.dlq_prefix())],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        storage,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    create_or_update(js, dead_letters).await
+}
+
+/// After each reconnection, makes sure the streams are there: a server that
+/// restarted with `storage=memory`, or an operator, may have lost them, and
+/// publishing would otherwise answer "no responders" until the next restart
+/// of this process.
+async fn keep_streams(
+    js: async_nats::jetstream::Context,
+    config: NatsConfig,
+    mut connections: watch::Receiver<u64>,
+    mut closed: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = connections.changed() => if r.is_err() { return },
+            _ = closed.wait_for(|c| *c) => return,
+        }
+        // A server that just came back may not serve JetStream for a moment.
+        for attempt in 1..=STREAM_CHECKS {
+            let mut ensured = ensure_streams(&js, &config).await;
+            if ensured.is_ok() && config.content_dedup {
+                ensured = ContentDedup::open(&js, &config).await.map(drop);
+            }
+            match ensured {
+                Ok(()) => break,
+                Err(e) if attempt == STREAM_CHECKS => {
+                    tracing::warn!(error = %e, "cannot check the streams after a reconnection");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! | `prefix` | `secbus` | subjects are `<prefix>.<tenant>.<type>` |
 //! | `dlq_stream` | `<stream>_DLQ` | the dead-letter stream, over `<prefix>-dlq.<tenant>.<id>` |
 //! | `replicas` | `1` | stream replicas (1 to 5; 3 on a three-node cluster) |
-//! | `storage` | `file` | `file` or `memory` (memory keeps nothing across a server restart) |
+//! | `storage` | `file` | `file` or `memory` (memory keeps nothing across a server restart; the engine makes the streams again after it) |
 //! | `max_age` | `BusConfig::retention_max_age`, else forever | e.g. `7d`, `24h`, `30m` |
 //! | `max_bytes` | none | e.g. `10GiB`, `500MB`; the oldest events go first |
 //! | `timeout` | `5s` | PubAck, API request and double-ack wait |
