@@ -112,7 +112,8 @@ async fn a_plain_nats_client_reads_and_filters_what_secbus_wrote() {
     let js = jetstream(&server).await;
     // A core NATS subscriber sees live events on the subject, as `nats sub` would.
     let mut live = js.client().subscribe("secbus.acme.auth.>").await.unwrap();
-    js.client().flush().await.unwrap();
+    // A request on the same connection returns after the server has the SUB.
+    js.get_stream("SECBUS").await.unwrap();
 
     let login = Event::builder(EventType::new("auth.login.failed").unwrap(), acme())
         .source("idp")
@@ -261,8 +262,18 @@ async fn streams_and_consumers_follow_the_url_and_the_subscribe_options() {
         "prod.events.acme.auth.*.failed"
     );
     assert_eq!(consumer.config.ack_wait, Duration::from_secs(7));
-    // One delivery past the limit, for the subscription to dead-letter.
-    assert_eq!(consumer.config.max_deliver, 5);
+    // The limit is the subscription's: the server never drops an event the
+    // subscription could not dead-letter yet.
+    assert_eq!(consumer.config.max_deliver, -1);
+    assert!(
+        consumer
+            .config
+            .description
+            .as_deref()
+            .is_some_and(|d| d.contains("after 4 deliveries")),
+        "{:?}",
+        consumer.config.description
+    );
     assert_eq!(
         consumer.config.durable_name.as_deref(),
         Some("acme__detect")

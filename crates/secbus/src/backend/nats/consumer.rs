@@ -74,14 +74,21 @@ pub(super) async fn open(
     let config = pull::Config {
         durable_name: Some(name.clone()),
         name: Some(name.clone()),
-        description: Some(format!("secbus consumer group {group} of tenant {tenant}")),
+        description: Some(format!(
+            "secbus consumer group {group} of tenant {tenant}; secbus dead-letters \
+             an event after {} deliveries",
+            options.max_deliveries
+        )),
         deliver_policy: deliver_policy(options.start),
         ack_policy: AckPolicy::Explicit,
         ack_wait: options.ack_wait,
-        // One more than the bus allows: the delivery numbered max + 1 is the one
-        // that tells the subscription the last attempt ran out its ack wait, and
-        // the subscription dead-letters it.
-        max_deliver: i64::from(options.max_deliveries.saturating_add(1)),
+        // No server limit: the subscription dead-letters every delivery past
+        // `max_deliveries` (the one after the last attempt ran out its ack wait)
+        // and acks it. A server limit of max + 1 would make that delivery the
+        // last one ever: if storing its dead letter failed, JetStream would drop
+        // the event from the group with an advisory, where the subscription
+        // counts on it coming back after the ack wait to try again.
+        max_deliver: -1,
         filter_subject: shared.config.subject(tenant, options.types.as_str()),
         max_ack_pending: MAX_ACK_PENDING,
         ..Default::default()

@@ -331,12 +331,20 @@ impl Engine for NatsEngine {
         for group in groups {
             group.release(true).await;
         }
-        // Acks are written to the connection without waiting for the server;
-        // the flush makes sure every ack made before the close reached it.
+        // Acks are written to the connection without waiting for the server.
+        // Flushing puts them on the socket; a request after them on the same
+        // connection returns once the server has read everything before it,
+        // so every ack made before the close has reached the server on return.
         self.shared
             .client
             .flush()
             .await
-            .map_err(|e| error::unavailable("cannot flush the acks to NATS", e))
+            .map_err(|e| error::unavailable("cannot flush the acks to NATS", e))?;
+        self.shared
+            .events
+            .get_info()
+            .await
+            .map_err(|e| error::unavailable("NATS did not confirm the acks before the close", e))?;
+        Ok(())
     }
 }

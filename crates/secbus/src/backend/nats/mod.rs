@@ -51,11 +51,15 @@
 //!
 //! A group is a durable pull consumer named `<tenant>__<group>` filtered on
 //! `<prefix>.<tenant>.<type pattern>`; secbus type patterns (`*`, `>`) are NATS
-//! wildcards. Its ack wait is the subscription's; its `max_deliver` is
-//! `max_deliveries + 1`, so the subscription sees the delivery after the last
-//! attempt ran out its ack wait and dead-letters it (JetStream alone would only
-//! raise an advisory). A nack is a `-NAK` with the backoff delay of the attempt.
-//! Dead letters go to the dead-letter stream, before the original is acked.
+//! wildcards. Its ack wait is the subscription's. The delivery limit is
+//! enforced by secbus, not by the server (`max_deliver` is unlimited; the
+//! consumer's description states the limit): the subscription dead-letters the
+//! delivery that follows the last attempt's expired ack wait and acks it, and
+//! when the dead letter cannot be stored the event simply comes back after the
+//! ack wait to be tried again. With a server limit JetStream would drop it from
+//! the group, raising only an advisory. A nack is a `-NAK` with the backoff
+//! delay of the attempt. Dead letters go to the dead-letter stream, before the
+//! original is acked.
 //! Attempts are JetStream's delivery counts; sequences are stream sequences
 //! (shared by every tenant of the stream, so a tenant's sequences have gaps).
 //!
