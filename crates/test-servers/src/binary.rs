@@ -10,7 +10,11 @@ use std::path::PathBuf;
 pub fn find_binary(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/bin".into()])
+        .chain([
+            "/usr/sbin".into(),
+            "/usr/bin".into(),
+            "/usr/local/bin".into(),
+        ])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| {
