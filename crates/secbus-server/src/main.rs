@@ -29,6 +29,10 @@ enum Command {
     Tail(cli::tail::TailArgs),
     /// Measure secbus against the raw engine on this machine.
     Bench(bench::BenchArgs),
+    /// The event catalog: list, show, validate a file, check compatibility.
+    Schema(cli::schema::SchemaArgs),
+    /// Write the AsyncAPI 3.0 document of the event catalog.
+    Asyncapi(cli::asyncapi::AsyncApiArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,8 @@ fn main() -> ExitCode {
             Command::Publish(a) => cli::publish::run(a).await,
             Command::Tail(a) => cli::tail::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Schema(a) => cli::schema::run(a).await,
+            Command::Asyncapi(a) => cli::asyncapi::run(a).await,
         }
     })
 }

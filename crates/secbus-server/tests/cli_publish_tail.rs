@@ -21,11 +21,74 @@ fn bus_url(dir: &Path) -> String {
     format!("embedded:{}", dir.join("store").display())
 }
 
-/// One event line of tenant `acme`; `type` cycles over ten types.
+/// The type and `data` of event `i`: ten types of the catalog, cycling, each
+/// with data its schema accepts (every publish passes the contracts gate).
+fn type_and_data(i: usize) -> (&'static str, String) {
+    match i % 10 {
+        0 => (
+            "auth.login.failed",
+            format!(
+                r#"{{"user": "u{i}@acme.example",  "src_ip": "203.0.113.9", "reason": "bad_password"}}"#
+            ),
+        ),
+        1 => (
+            "auth.login.succeeded",
+            format!(
+                r#"{{"user":"u{i}@acme.example","src_ip":"203.0.113.24","method":"password"}}"#
+            ),
+        ),
+        2 => (
+            "auth.mfa.challenged",
+            format!(r#"{{"user":"u{i}@acme.example","factor":"push","challenge_id":"chl-{i}"}}"#),
+        ),
+        3 => (
+            "iam.role.assigned",
+            format!(
+                r#"{{"actor":{{"user":"admin@acme.example"}},"user":"u{i}@acme.example","role":"Auditor","privileged":false}}"#
+            ),
+        ),
+        4 => (
+            "authz.access.denied",
+            format!(
+                r#"{{"user":"u{i}@acme.example","action":"secrets:read","resource":"vault/prod/{i}","reason":"missing_permission"}}"#
+            ),
+        ),
+        5 => (
+            "incident.ticket.created",
+            format!(r#"{{"incident_id":"INC-{i}","system":"jira","ticket_id":"SEC-{i}"}}"#),
+        ),
+        6 => (
+            "agent.task.result",
+            format!(
+                r#"{{"task_id":"task-{i}","agent_id":"edr-agent-1","outcome":"success","duration_ms":{i}}}"#
+            ),
+        ),
+        7 => (
+            "iot.sensor.alert",
+            format!(
+                r#"{{"sensor_id":"rack-{i}-temp","alert_type":"threshold_exceeded","severity":"high"}}"#
+            ),
+        ),
+        8 => (
+            "incident.status.changed",
+            format!(
+                r#"{{"incident_id":"INC-{i}","from_status":"investigating","to_status":"contained","changed_by":{{"user":"alice@acme.example"}}}}"#
+            ),
+        ),
+        _ => (
+            "config.changed",
+            format!(
+                r#"{{"actor":{{"user":"deploy-bot"}},"component":"api-{i}","setting":"tls.verify_peer"}}"#
+            ),
+        ),
+    }
+}
+
+/// One event line of tenant `acme`; `type` cycles over ten catalog types.
 fn event_line(prefix: &str, i: usize) -> String {
+    let (ty, data) = type_and_data(i);
     format!(
-        r#"{{"specversion":"1.0","id":"{prefix}-{i:05}","source":"test","type":"type{}.seen","tenantid":"acme","subject":"host-{i}","data":{{"n": {i},  "raw": "kept as written"}}}}"#,
-        i % 10
+        r#"{{"specversion":"1.0","id":"{prefix}-{i:05}","source":"test","type":"{ty}","tenantid":"acme","subject":"host-{i}","data":{data}}}"#
     )
 }
 
@@ -189,7 +252,9 @@ fn publish_then_tail_in_new_processes_gives_the_same_ids_in_order() {
     let text = String::from_utf8(out.stdout).unwrap();
     let first = text.lines().next().unwrap();
     assert!(
-        first.contains(r#""data":{"n": 0,  "raw": "kept as written"}"#),
+        first.contains(
+            r#""data":{"user": "u0@acme.example",  "src_ip": "203.0.113.9", "reason": "bad_password"}"#
+        ),
         "{first}"
     );
 }
@@ -254,7 +319,10 @@ fn every_bad_line_is_named_with_its_attribute_and_code() {
     lines[2] = "{not json".to_owned();
     lines[4] = String::new();
     lines[6] = lines[6].replace(r#""specversion":"1.0""#, r#""specversion":"0.3""#);
-    lines[8] = lines[8].replace(r#""type":"type8.seen""#, r#""type":"Bad Type""#);
+    lines[8] = lines[8].replace(
+        r#""type":"incident.status.changed""#,
+        r#""type":"Bad Type""#,
+    );
     std::fs::write(&file, lines.join("\n")).unwrap();
 
     let out = run(secbus()
@@ -435,7 +503,7 @@ fn a_type_pattern_and_the_pretty_format() {
         "acme",
         "--from-start",
         "--type",
-        "type3.*",
+        "iam.role.*",
         "--limit",
         "3",
         "--format",
@@ -446,7 +514,7 @@ fn a_type_pattern_and_the_pretty_format() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     for (line, i) in lines.iter().zip([3, 13, 23]) {
-        assert!(line.contains("type3.seen"), "{line}");
+        assert!(line.contains("iam.role.assigned"), "{line}");
         assert!(line.contains(&format!("host-{i} ")), "{line}");
         assert!(
             line.contains(&format!("id=ev-{i:05}  corr=ev-{i:05}")),

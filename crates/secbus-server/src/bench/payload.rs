@@ -8,24 +8,30 @@ use serde::Serialize;
 /// The tenant every scenario publishes as.
 pub(crate) const TENANT: &str = "bench";
 
-/// What an identity provider says about a failed login.
+/// What an identity provider says about a failed login (the catalog's
+/// `auth.login.failed`).
 #[derive(Serialize)]
 struct LoginFailed<'a> {
     user: &'a str,
-    source_ip: &'a str,
+    src_ip: &'a str,
     user_agent: &'static str,
     reason: &'static str,
     mfa: bool,
 }
 
-/// What a signature check says about itself.
+/// What a signature check says about itself (the catalog's `auth.signature.verified`).
 #[derive(Serialize)]
 struct SignatureVerified<'a> {
-    key_id: &'a str,
     algorithm: &'static str,
-    valid: bool,
+    key_fingerprint: &'static str,
+    key_id: &'a str,
+    result: &'static str,
+    duration_us: u64,
     message_bytes: usize,
 }
+
+/// The OpenSSH-style fingerprint of the bench's verifying key.
+const KEY_FINGERPRINT: &str = "SHA256:n4V7dEsfbN3nhQ63hYFr358YdNo8GFsz8ENmi2IzS8M";
 
 fn tenant() -> TenantId {
     TenantId::new(TENANT).expect("a valid tenant literal")
@@ -47,7 +53,7 @@ pub(crate) fn login_failures(n: usize, time: DateTime<Utc>) -> Vec<Event> {
                 .time(time)
                 .data(LoginFailed {
                     user: &user,
-                    source_ip: &ip,
+                    src_ip: &ip,
                     user_agent: "Mozilla/5.0 (X11)",
                     reason: "bad_password",
                     mfa: false,
@@ -66,9 +72,11 @@ pub(crate) fn signature_verified(ty: &EventType, tenant: &TenantId, key_id: &str
     Event::builder(ty.clone(), tenant.clone())
         .source("authn/verifier")
         .data(SignatureVerified {
-            key_id,
             algorithm: "ed25519",
-            valid: true,
+            key_fingerprint: KEY_FINGERPRINT,
+            key_id,
+            result: "valid",
+            duration_us: 43,
             message_bytes: 200,
         })
         .build()
@@ -94,5 +102,20 @@ mod tests {
         assert!((415..=435).contains(&len), "{len} bytes");
         let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
         assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn bench_events_pass_the_contracts_gate() {
+        use secbus::Gate;
+        let registry = secbus_contracts::Registry::builtin().unwrap();
+        let gate = secbus_contracts::ContractsGate::new(std::sync::Arc::new(registry));
+        let (ty, tenant) = signature_verified_kind();
+        let mut events = login_failures(3, Utc::now());
+        events.push(signature_verified(&ty, &tenant, "kid-2026-11-a"));
+        for mut event in events {
+            if let Err(e) = gate.check(&mut event) {
+                panic!("{} is refused: {e} {:?}", event.ty, e.details());
+            }
+        }
     }
 }

@@ -28,16 +28,21 @@ impl fmt::Display for BadLine {
     }
 }
 
+/// A check every decoded event passes (the contracts gate and the tenant scope).
+pub(super) type Check<'a> = &'a dyn Fn(&mut Event) -> secbus::Result<()>;
+
 /// Decodes every line. Events come back in file order only when every
 /// non-blank line is valid; otherwise every bad line comes back and no event,
 /// so a caller cannot publish part of a bad file by mistake.
 ///
 /// A line is checked the way the bus checks an event at publish: decoding with
 /// the size limit on its bytes, then the limit on the event as the bus will
-/// encode it, so a file that passes here is not refused halfway through.
+/// encode it, then `gate` (the contracts gate: schema, secrets, tenant scope),
+/// so a file that passes here is not refused halfway through.
 pub(super) fn read_events(
     reader: impl BufRead,
     max_event_bytes: usize,
+    gate: Option<Check<'_>>,
 ) -> io::Result<Result<Vec<Event>, Vec<BadLine>>> {
     let mut events = Vec::new();
     let mut bad = Vec::new();
@@ -48,7 +53,11 @@ pub(super) fn read_events(
             continue;
         }
         let decoded = Event::from_json_limited(line, max_event_bytes)
-            .and_then(|event| event.check_size(max_event_bytes).map(|()| event));
+            .and_then(|event| event.check_size(max_event_bytes).map(|()| event))
+            .and_then(|mut event| match gate {
+                Some(check) => check(&mut event).map(|()| event),
+                None => Ok(event),
+            });
         match decoded {
             Ok(event) if bad.is_empty() => events.push(event),
             Ok(_) => {}
@@ -87,7 +96,7 @@ mod tests {
             line("b", "acme"),
             line("c", "acme")
         );
-        let events = read_events(text.as_bytes(), LIMIT).unwrap().unwrap();
+        let events = read_events(text.as_bytes(), LIMIT, None).unwrap().unwrap();
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
@@ -101,7 +110,9 @@ mod tests {
             line("a", "acme"),
             line("b", "Bad Tenant")
         );
-        let bad = read_events(text.as_bytes(), LIMIT).unwrap().unwrap_err();
+        let bad = read_events(text.as_bytes(), LIMIT, None)
+            .unwrap()
+            .unwrap_err();
         let lines: Vec<String> = bad.iter().map(ToString::to_string).collect();
         assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), [2, 4, 5]);
         assert!(
@@ -124,7 +135,7 @@ mod tests {
     #[test]
     fn applies_the_size_limit() {
         let text = line("a", "acme");
-        let bad = read_events(text.as_bytes(), 40).unwrap().unwrap_err();
+        let bad = read_events(text.as_bytes(), 40, None).unwrap().unwrap_err();
         assert_eq!(bad[0].error.kind(), secbus::ErrorKind::EventTooLarge);
         assert_eq!(bad[0].line, 1);
     }

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use secbus::{Bus, BusConfig, Error, ErrorKind, Event, FallbackOutcome, Publisher};
+use secbus::{Bus, BusConfig, Error, ErrorKind, Event, FallbackOutcome, Gate, Publisher, Scope};
 
 use super::duration::parse_duration;
-use super::events_file::{BadLine, read_events};
+use super::events_file::{BadLine, Check, read_events};
 use super::exit::{self, fail, fail_in};
+use super::schema::load_gate;
 
 /// Bad lines printed before the rest are only counted.
 const MAX_BAD_LINES_SHOWN: usize = 100;
@@ -25,7 +26,11 @@ const MAX_BAD_LINES_SHOWN: usize = 100;
   producer | secbus publish --file -
 
 One CloudEvent JSON object per line, for example:
-  {\"specversion\":\"1.0\",\"id\":\"e1\",\"source\":\"idp\",\"type\":\"auth.login.failed\",\"tenantid\":\"acme\",\"data\":{\"user\":\"bob\"}}
+  {\"specversion\":\"1.0\",\"id\":\"e1\",\"source\":\"idp\",\"type\":\"auth.login.failed\",\"tenantid\":\"acme\",\"data\":{\"user\":\"bob\",\"src_ip\":\"203.0.113.9\",\"reason\":\"bad_password\"}}
+
+Every event passes the contracts gate first: its type must be in the catalog
+(`secbus schema list`), its data must follow the type's schema, and it must
+carry no credential (unknown_event_type, schema_violation, secret_detected).
 
 Exit status: 0 all stored; 1 the engine or a file failed; 2 the file has bad
 lines (each is named, nothing is stored); 3 some events are still in the
@@ -54,11 +59,34 @@ pub(crate) struct PublishArgs {
     #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: u64,
+    /// Publish as this tenant only: a line of another tenant is refused with
+    /// tenant_mismatch (default: any tenant).
+    #[arg(long, value_name = "TENANT", value_parser = parse_tenant)]
+    tenant: Option<secbus::TenantId>,
+    /// A folder of `<type>.json` schemas to add to the built-in catalog (repeatable).
+    #[arg(long = "schemas", value_name = "DIR")]
+    schema_dirs: Vec<PathBuf>,
+}
+
+fn parse_tenant(s: &str) -> Result<secbus::TenantId, String> {
+    secbus::TenantId::new(s).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn run(args: PublishArgs) -> ExitCode {
     let mut config = BusConfig::default();
-    let events = match read_file(&args.file, config.max_event_bytes) {
+    // The contracts gate runs on every line in the whole-file check below (so a
+    // bad line refuses the file with its number and nothing is stored), and on
+    // the bus itself, so no publish path can skip it.
+    let gate = match load_gate(&args.schema_dirs) {
+        Ok(gate) => gate,
+        Err(status) => return status,
+    };
+    let scope = args.tenant.clone().map_or(Scope::Admin, Scope::Tenant);
+    let check = |event: &mut Event| {
+        scope.admit(event)?;
+        gate.check(event)
+    };
+    let events = match read_file(&args.file, config.max_event_bytes, &check) {
         Ok(Ok(events)) => events,
         Ok(Err(bad)) => return refuse(&args.file, &bad),
         Err(e) => return fail(&e),
@@ -67,7 +95,7 @@ pub(crate) async fn run(args: PublishArgs) -> ExitCode {
         config.spool_dir = dir.clone();
     }
     let bus = match Bus::connect_with(&args.bus, config).await {
-        Ok(bus) => bus,
+        Ok(bus) => bus.with_gate(gate.clone()),
         Err(e) => {
             let context = format!("cannot open the bus {}; nothing was published", args.bus);
             return fail_in(&context, &e);
@@ -87,15 +115,21 @@ pub(crate) async fn run(args: PublishArgs) -> ExitCode {
 fn read_file(
     path: &Path,
     max_event_bytes: usize,
+    check: Check<'_>,
 ) -> secbus::Result<Result<Vec<Event>, Vec<BadLine>>> {
     let opened = |e: std::io::Error| {
         Error::new(ErrorKind::Io, format!("cannot read {}", path.display())).with_source(e)
     };
     if path == Path::new("-") {
-        read_events(std::io::stdin().lock(), max_event_bytes).map_err(opened)
+        read_events(std::io::stdin().lock(), max_event_bytes, Some(check)).map_err(opened)
     } else {
         let file = std::fs::File::open(path).map_err(opened)?;
-        read_events(BufReader::with_capacity(1 << 16, file), max_event_bytes).map_err(opened)
+        read_events(
+            BufReader::with_capacity(1 << 16, file),
+            max_event_bytes,
+            Some(check),
+        )
+        .map_err(opened)
     }
 }
 
