@@ -25,8 +25,10 @@ pub(crate) const NAME: &str = "hot_path";
 /// The key id the emitted events name.
 const KEY_ID: &str = "kid-2026-11-a";
 
-pub(crate) fn applies(_engine: &str) -> bool {
-    true
+/// Not on nats and redis: it would write into the bus's own stream or keys
+/// (see `publish` and `consume` for those engines).
+pub(crate) fn applies(engine: &str) -> bool {
+    matches!(engine, "memory" | "embedded")
 }
 
 pub(crate) fn run(ctx: &Context) -> BoxFuture<'_, anyhow::Result<Report>> {

@@ -18,8 +18,10 @@ use super::{consumer, watchdog};
 
 pub(crate) const NAME: &str = "publish_consume";
 
-pub(crate) fn applies(_engine: &str) -> bool {
-    true
+/// Not on nats and redis: it would write into the bus's own stream or keys
+/// (see `publish` and `consume` for those engines).
+pub(crate) fn applies(engine: &str) -> bool {
+    matches!(engine, "memory" | "embedded")
 }
 
 pub(crate) fn run(ctx: &Context) -> BoxFuture<'_, anyhow::Result<Report>> {

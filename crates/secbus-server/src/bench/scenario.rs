@@ -32,6 +32,8 @@ pub(crate) struct Context {
     pub(crate) events: usize,
     /// Publishing tasks of `publish_consume`.
     pub(crate) publishers: usize,
+    /// Events per `publish_batch` call of `publish`; `None`: the engine's default.
+    pub(crate) batch: Option<usize>,
     /// Signature checks per loop of `hot_path`.
     pub(crate) verifies: usize,
     /// Rounds of `hot_path`.

@@ -6,6 +6,8 @@
 
 pub(crate) mod embedded;
 pub(crate) mod memory;
+pub(crate) mod nats;
+pub(crate) mod redis;
 
 use std::time::Duration;
 
@@ -23,5 +25,16 @@ pub(crate) struct RawRun {
 impl RawRun {
     pub(crate) fn per_s(&self) -> f64 {
         self.events as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// The window the `publish` and `consume` baselines of an engine use, and
+/// secbus with them: PubAcks in flight and messages per pull on nats (secbus's
+/// default `publish_window` and `max_in_flight`), pipeline depth and entries
+/// per `XREADGROUP` on redis (the depth secbus's appender runs with).
+pub(crate) fn window(engine: &str) -> usize {
+    match engine {
+        "redis" => 500,
+        _ => 256,
     }
 }
