@@ -944,6 +944,10 @@ fn near_misses() -> Vec<Case> {
             json!("the bearer of this badge may enter"),
         ),
         pass(
+            "basic before a long word",
+            json!("basic configuration-management-system enabled"),
+        ),
+        pass(
             "numbers and timestamps",
             json!({"at": "2026-03-14T09:26:53Z", "n": 42, "ratio": 0.5}),
         ),

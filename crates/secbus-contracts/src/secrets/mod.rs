@@ -182,6 +182,9 @@ impl SecretGuard {
             if detector.min_entropy > 0.0 && shannon_entropy(secret) < detector.min_entropy {
                 continue;
             }
+            if character_classes(secret) < detector.min_classes {
+                continue;
+            }
             return true;
         }
         false
@@ -196,6 +199,7 @@ impl SecretGuard {
                 && rule.words.iter().any(|w| contains_ignore_case(name, w))
                 && whole.is_match(text)
                 && shannon_entropy(text) >= detector.min_entropy
+                && character_classes(text) >= detector.min_classes
             {
                 return Some(detector.name);
             }
@@ -303,6 +307,17 @@ impl SecretGuard {
             _ => {}
         }
     }
+}
+
+/// How many of lowercase, uppercase and digits occur in `text`.
+fn character_classes(text: &str) -> u8 {
+    let (mut lower, mut upper, mut digit) = (false, false, false);
+    for b in text.bytes() {
+        lower |= b.is_ascii_lowercase();
+        upper |= b.is_ascii_uppercase();
+        digit |= b.is_ascii_digit();
+    }
+    u8::from(lower) + u8::from(upper) + u8::from(digit)
 }
 
 /// The text a redacted value becomes.

@@ -7,8 +7,9 @@
 //!
 //! How a string is checked (`super::SecretGuard`): the anchors of every row are
 //! searched at once, without case; only the rows whose anchor occurs run their
-//! regex. A row may ask for a least Shannon entropy of the part its regex names
-//! `secret`, so words and placeholders next to a credential's name pass.
+//! regex. A row may ask for a least Shannon entropy, and a least mix of
+//! lowercase, uppercase and digits, of the part its regex names `secret`, so
+//! words, paths and placeholders next to a credential's name pass.
 //! Placeholders (`********`, `[MASKED]`, `${VAR}`...) never count as secrets.
 //!
 //! Fields *named* like a credential are a separate rule ([`CREDENTIAL_WORDS`]).
@@ -52,6 +53,9 @@ pub(crate) struct Detector {
     pub(crate) pattern: &'static str,
     /// Least Shannon entropy, in bits per character, of the secret part (0: none).
     pub(crate) min_entropy: f64,
+    /// Least number of character classes (lowercase, uppercase, digit) in the
+    /// secret part: random keys mix them, words and paths seldom do.
+    pub(crate) min_classes: u8,
     /// Also a match: a value that is wholly `whole`, in a field whose name
     /// contains one of `words` (a credential without text around it to name it).
     pub(crate) field: Option<FieldRule>,
@@ -75,6 +79,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["-----BEGIN", "PuTTY-User-Key-File-"],
         pattern: r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|PuTTY-User-Key-File-\d+:",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -82,6 +87,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["AKIA", "ASIA", "ABIA", "ACCA", "A3T"],
         pattern: r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -90,6 +96,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         pattern: r#"(?i:aws|secret|access)[^\n]{0,40}?[:=\s"'](?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
         // 40 random base64 characters carry about 4.7 bits each; a SHA-1 in hex at most 4.
         min_entropy: 4.2,
+        min_classes: 3,
         field: Some(FieldRule {
             words: &["aws", "secret"],
             length: 40,
@@ -101,6 +108,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["AIza"],
         pattern: r"\bAIza[0-9A-Za-z_-]{35}(?:[^0-9A-Za-z_-]|$)",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -108,6 +116,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["GOCSPX-"],
         pattern: r"\bGOCSPX-[A-Za-z0-9_-]{28}",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -115,6 +124,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["ya29."],
         pattern: r"\bya29\.(?P<secret>[0-9A-Za-z_-]{30,})",
         min_entropy: 3.5,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -122,6 +132,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["AccountKey="],
         pattern: r"(?i:AccountKey)=(?P<secret>[A-Za-z0-9+/]{86}==)",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -129,6 +140,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["sig="],
         pattern: r"(?:^|[?&;\s])sig=(?P<secret>[A-Za-z0-9%+/]{40,}={0,2})",
         min_entropy: 3.5,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -136,6 +148,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["Q~"],
         pattern: r"(?:^|[^A-Za-z0-9_~.-])(?P<secret>[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34})(?:[^A-Za-z0-9_~.-]|$)",
         min_entropy: 3.5,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -143,6 +156,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
         pattern: r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -152,6 +166,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         ],
         pattern: r"\bgl(?:pat|dt|rt|ptt|ft|soat|cbt|oas)-[A-Za-z0-9_.-]{20,}",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -159,6 +174,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe", "xapp-"],
         pattern: r"\b(?:xox[abprse](?:\.[A-Za-z0-9]+)?-[A-Za-z0-9-]{10,}|xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+)",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -166,6 +182,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["hooks.slack.com/"],
         pattern: r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -173,6 +190,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"],
         pattern: r"\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9+/=]{24,})",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -180,6 +198,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["npm_"],
         pattern: r"\bnpm_(?P<secret>[A-Za-z0-9]{36})\b",
         min_entropy: 3.5,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -187,6 +206,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["pypi-AgEIcHlwaS5vcmc"],
         pattern: r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -194,6 +214,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["SG."],
         pattern: r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -201,6 +222,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["T3BlbkFJ", "sk-proj-", "sk-svcacct-", "sk-admin-"],
         pattern: r"\bsk-(?:[A-Za-z0-9_-]*T3BlbkFJ[A-Za-z0-9_-]{20,}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,})",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -208,6 +230,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["eyJ"],
         pattern: r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -215,6 +238,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["://"],
         pattern: r#"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s/?#@:'"]+:(?P<secret>[^\s/?#@'"]+)@[^\s/?#@'"]"#,
         min_entropy: 0.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -222,6 +246,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         anchors: &["bearer ", "basic "],
         pattern: r"(?i:\b(?:bearer|basic))\s+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)",
         min_entropy: 3.5,
+        min_classes: 2,
         field: None,
     },
     Detector {
@@ -255,6 +280,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         ),
         // Eight distinct characters at least: `password: required` passes, `P@ssw0rd123` does not.
         min_entropy: 3.0,
+        min_classes: 0,
         field: None,
     },
     Detector {
@@ -271,6 +297,7 @@ pub(crate) const DETECTORS: &[Detector] = &[
         // Command-line flags: `--password hunter2-x`, `-token abc...`.
         pattern: r#"(?:^|\s)--?(?i:pass|password|passwd|pwd|secret|client[_-]?secret|token|api[_-]?key|access[_-]?key|credentials?)\s+["']?(?P<secret>[^\s"']{8,})"#,
         min_entropy: 3.0,
+        min_classes: 0,
         field: None,
     },
 ];
