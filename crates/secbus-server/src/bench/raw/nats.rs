@@ -156,6 +156,10 @@ impl RawNats {
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(window)
+            // A pull lost under load is sent again within a second or two
+            // rather than after the default 30 s expiry.
+            .expires(Duration::from_secs(2))
+            .heartbeat(Duration::from_millis(500))
             .messages()
             .await
             .context("cannot start pulling")?;
