@@ -43,7 +43,11 @@ fn status(error: &secbus::Error) -> ExitCode {
         | secbus::ErrorKind::MissingAttribute
         | secbus::ErrorKind::MalformedJson
         | secbus::ErrorKind::UnsupportedSpecVersion
-        | secbus::ErrorKind::EventTooLarge => INVALID_INPUT,
+        | secbus::ErrorKind::EventTooLarge
+        | secbus::ErrorKind::UnknownEventType
+        | secbus::ErrorKind::SchemaViolation
+        | secbus::ErrorKind::SecretDetected
+        | secbus::ErrorKind::TenantMismatch => INVALID_INPUT,
         _ => FAILURE,
     };
     ExitCode::from(status)
