@@ -7,6 +7,7 @@
 
 mod consume;
 mod consumer;
+mod contracts;
 mod hot_path;
 mod output;
 mod payload;
@@ -49,6 +50,18 @@ const SCENARIOS: &[Scenario] = &[
         applies: consume::applies,
         run: consume::run,
     },
+    Scenario {
+        name: contracts::VALIDATE,
+        about: "the contracts gate on an auth event, one thread, against its schema check alone",
+        applies: contracts::applies,
+        run: contracts::run_validate,
+    },
+    Scenario {
+        name: contracts::SECRETS,
+        about: "the secret scan of a 1 KB event's data, one thread",
+        applies: contracts::applies,
+        run: contracts::run_secrets,
+    },
 ];
 
 /// Arguments of `secbus bench`.
@@ -60,10 +73,12 @@ const SCENARIOS: &[Scenario] = &[
   secbus bench --bus nats://127.0.0.1:4222 --events 100000 --json
   secbus bench --bus redis://127.0.0.1:6379 --events 100000 --scenario publish
 
-Scenarios: publish_consume, hot_path, and on nats and redis publish, consume.
+Scenarios: publish_consume, hot_path, and on nats and redis publish, consume;
+contracts.validate and contracts.secrets on every bus (one thread, no engine).
 Targets on a 2-core machine: memory >= 1,000,000 events/s and ratio >= 0.5;
 embedded >= 100,000 events/s and ratio >= 0.5; hot_path overhead_pct <= 2;
-publish and consume ratio >= 0.9. On nats and redis every run uses a stream
+publish and consume ratio >= 0.9; contracts.validate and contracts.secrets
+>= 200,000 per second. On nats and redis every run uses a stream
 or key prefix of its own and deletes it afterwards.")]
 pub(crate) struct BenchArgs {
     /// The bus to measure: `memory:`, `embedded:DIR` (`embedded:` alone uses a
@@ -79,7 +94,7 @@ pub(crate) struct BenchArgs {
     json: bool,
     /// A scenario to run (repeat for several); default: every scenario that
     /// applies to the engine (publish_consume, hot_path; publish and consume on
-    /// nats and redis).
+    /// nats and redis; contracts.validate and contracts.secrets everywhere).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Publishing tasks of publish_consume, each publishing its share of the
