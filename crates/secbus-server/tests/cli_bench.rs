@@ -65,8 +65,16 @@ fn memory_bench_prints_one_json_report_per_scenario() {
         .iter()
         .map(|r| r["scenario"].as_str().expect("scenario is a string"))
         .collect();
-    assert_eq!(names, ["publish_consume", "hot_path"]);
-    for r in &reports {
+    assert_eq!(
+        names,
+        [
+            "publish_consume",
+            "hot_path",
+            "contracts.validate",
+            "contracts.secrets"
+        ]
+    );
+    for r in &reports[..2] {
         assert_eq!(r["engine"], "memory", "{r}");
         positive(r, "events");
         let ours = positive(r, "ours_per_s");
@@ -141,4 +149,102 @@ fn an_unknown_scenario_is_refused_with_the_known_names() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn contracts_scenarios_report_the_gate_and_the_secret_scan_on_one_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(
+        &[
+            "--bus",
+            "memory:",
+            "--events",
+            "2000",
+            "--scenario",
+            "contracts.validate",
+            "--scenario",
+            "contracts.secrets",
+            "--json",
+        ],
+        tmp.path(),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports = reports(&out);
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r["engine"], "memory", "{r}");
+        assert_eq!(r["events"], 2000, "{r}");
+        assert_eq!(r["threads"], 1, "{r}");
+        positive(r, "ours_per_s");
+        positive(r, "ours_us");
+        assert!(r["raw_is"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+        assert_eq!(
+            r["targets"],
+            serde_json::json!([{"field": "ours_per_s", "min": 200000.0}]),
+            "{r}"
+        );
+        let met = r["ours_per_s"].as_f64().unwrap() >= 200_000.0;
+        assert_eq!(r["meets_targets"], met, "{r}");
+    }
+
+    let validate = &reports[0];
+    assert_eq!(validate["scenario"], "contracts.validate");
+    assert_eq!(validate["event_type"], "auth.login.failed");
+    let ours = positive(validate, "ours_per_s");
+    let raw = positive(validate, "raw_per_s");
+    let ratio = positive(validate, "ratio");
+    assert!(
+        (ratio - ours / raw).abs() < 0.01 * ratio + 0.002,
+        "{validate}"
+    );
+    positive(validate, "raw_us");
+    assert!(
+        validate["data_bytes"].as_u64().unwrap() > 100
+            && validate["event_bytes"].as_u64().unwrap() > validate["data_bytes"].as_u64().unwrap(),
+        "{validate}"
+    );
+
+    let secrets = &reports[1];
+    assert_eq!(secrets["scenario"], "contracts.secrets");
+    assert_eq!(secrets["event_type"], "endpoint.process.created");
+    assert!(secrets["raw_per_s"].is_null(), "{secrets}");
+    assert!(secrets["ratio"].is_null(), "{secrets}");
+    positive(secrets, "with_parse_per_s");
+    positive(secrets, "with_parse_us");
+    let event_bytes = secrets["event_bytes"].as_u64().unwrap();
+    assert!((900..=1400).contains(&event_bytes), "about 1 KB: {secrets}");
+}
+
+#[test]
+fn contracts_scenarios_run_on_every_bus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench(
+        &[
+            "--bus",
+            "embedded:",
+            "--events",
+            "50",
+            "--scenario",
+            "contracts.secrets",
+            "--json",
+        ],
+        tmp.path(),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports = reports(&out);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["engine"], "embedded");
+    assert_eq!(reports[0]["scenario"], "contracts.secrets");
 }
