@@ -12,7 +12,17 @@ use serde_json::Value;
 /// Runs `secbus bench` on `url` with a few events, failing past two minutes.
 fn bench(url: &str) -> Output {
     let tmp = tempfile::tempdir().unwrap();
-    let args = ["--bus", url, "--events", "500", "--json"];
+    let args = [
+        "--bus",
+        url,
+        "--events",
+        "500",
+        "--json",
+        "--scenario",
+        "publish",
+        "--scenario",
+        "consume",
+    ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_secbus"))
         .arg("bench")
         .args(args)
