@@ -95,6 +95,7 @@ pub struct BusConfig {
     pub dedup_window: Duration,
     /// The most ids a dedup window holds per tenant (default 1,000,000); past it
     /// the oldest are forgotten early (logged and counted) rather than grow memory.
+    /// The memory engine holds at most twice `memory_history`.
     pub dedup_max_keys: usize,
     /// Also refuse events whose (type, tenant, subject, data) was seen in the window.
     pub content_dedup: bool,
