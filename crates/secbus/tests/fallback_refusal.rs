@@ -6,19 +6,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use secbus::testkit::outage::OutageEngine;
-use secbus::{
-    Bus, BusConfig, Event, EventType, FallbackOutcome, Publisher, SubscribeOptions, Subscriber,
-    Subscription, TenantId,
-};
-use tokio::time::timeout;
+use secbus::{BusConfig, Event, EventType, FallbackOutcome, Publisher, Subscription};
 use tracing::field::{Field, Visit};
 use tracing::span;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod fallback_support;
+
+use fallback_support::{WAIT, acme, config, consume, event, group, numbers, outage_bus};
 
 /// One log event: its level and fields (`message` included).
 type LogLine = (tracing::Level, HashMap<String, String>);
@@ -76,50 +72,8 @@ impl tracing::Subscriber for Captured {
     fn exit(&self, _: &span::Id) {}
 }
 
-fn acme() -> TenantId {
-    TenantId::new("acme").unwrap()
-}
-
-fn event(n: u64) -> Event {
-    Event::builder(EventType::new("auth.login.failed").unwrap(), acme())
-        .data(serde_json::json!({"n": n, "user": "bob", "ip": "203.0.113.9"}))
-        .build()
-        .unwrap()
-}
-
-fn config(spool: &Path) -> BusConfig {
-    BusConfig {
-        spool_dir: spool.to_owned(),
-        ..BusConfig::default()
-    }
-}
-
-async fn outage_bus(config: BusConfig) -> (Bus, Arc<OutageEngine>) {
-    let engine = Arc::new(OutageEngine::open("memory:", &config).await.unwrap());
-    let bus = Bus::from_engine(engine.clone(), "memory:", config);
-    (bus, engine)
-}
-
-async fn group(bus: &Bus) -> Subscription {
-    bus.subscribe(SubscribeOptions::group(acme(), "workers"))
-        .await
-        .unwrap()
-}
-
 async fn consume_numbers(sub: &mut Subscription, count: usize) -> Vec<u64> {
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let delivery = timeout(WAIT, sub.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {count} events arrived", out.len()))
-            .expect("the subscription ended")
-            .expect("a delivery failed");
-        out.push(delivery.event().data().unwrap()["n"].as_u64().unwrap());
-        delivery.ack().await.unwrap();
-    }
-    let extra = timeout(Duration::from_millis(300), sub.next()).await;
-    assert!(extra.is_err(), "an unexpected delivery: {extra:?}");
-    out
+    numbers(&consume(sub, count).await)
 }
 
 fn segment_count(dir: &Path) -> usize {
