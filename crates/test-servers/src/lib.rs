@@ -5,6 +5,7 @@
 mod binary;
 mod nats;
 mod port;
+mod process;
 mod redis;
 
 pub use binary::find_binary;

@@ -9,13 +9,12 @@
 //! JetStream meta leader. Checking only the client port would let a test talk
 //! to a JetStream that still answers "no responders".
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{ServerProcess, Wait};
 use crate::{find_binary, free_port};
 
 /// How long a node gets to report healthy after it was started.
@@ -28,15 +27,15 @@ const CLUSTER_NAME: &str = "secbus-test";
 /// The ports and store dir of one node.
 #[derive(Debug)]
 struct Node {
-    binary: PathBuf,
     name: String,
     port: u16,
     monitor_port: u16,
     /// Cluster port and the routes to every node (itself included, which
     /// nats-server ignores), for cluster nodes.
     cluster: Option<(u16, Vec<u16>)>,
+    /// Declared before `dir`: the process is killed before its dir is removed.
+    process: ServerProcess,
     dir: tempfile::TempDir,
-    child: Option<Child>,
 }
 
 impl Node {
@@ -45,17 +44,20 @@ impl Node {
         name: String,
         cluster: Option<(u16, Vec<u16>)>,
     ) -> Result<Node, String> {
+        let port = free_port();
+        let monitor_port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("secbus-nats-")
+            .tempdir()
+            .map_err(|e| format!("cannot make a temp dir for nats-server: {e}"))?;
+        let log_path = dir.path().join("nats-server.log");
         Ok(Node {
-            binary,
             name,
-            port: free_port(),
-            monitor_port: free_port(),
+            port,
+            monitor_port,
             cluster,
-            dir: tempfile::Builder::new()
-                .prefix("secbus-nats-")
-                .tempdir()
-                .map_err(|e| format!("cannot make a temp dir for nats-server: {e}"))?,
-            child: None,
+            process: ServerProcess::new("nats-server", binary, log_path),
+            dir,
         })
     }
 
@@ -68,34 +70,20 @@ impl Node {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.path().join("nats-server.log")
+        self.process.log_path().to_owned()
     }
 
     fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.is_running()
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the process without waiting for it to be healthy.
     fn spawn(&mut self) -> Result<(), String> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| format!("cannot open the nats-server log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot open the nats-server log: {e}"))?;
-        let mut command = Command::new(&self.binary);
+        let mut command = self.process.command();
         command
             .arg("-js")
             .args(["-a", "127.0.0.1"])
@@ -120,44 +108,41 @@ impl Node {
                 .arg("--routes")
                 .arg(routes.join(","));
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
-        self.child = Some(child);
-        Ok(())
+        self.process.spawn(command)
     }
 
     /// Waits until the node reports healthy; kills it and says why otherwise.
     fn wait_healthy(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if healthy(self.monitor_port) {
-                return Ok(());
-            }
-            if !self.is_running() {
-                self.child = None;
-                return Err(format!(
-                    "nats-server {} exited (port {}): {}",
-                    self.name,
-                    self.port,
-                    self.log_tail()
-                ));
-            }
-            if Instant::now() >= deadline {
+        match self.wait(START_TIMEOUT) {
+            Wait::Ready => Ok(()),
+            Wait::Exited => Err(self.exited_error()),
+            Wait::TimedOut => {
                 self.kill();
-                return Err(format!(
+                Err(format!(
                     "nats-server {} did not report healthy on port {} within {:?}: {}",
                     self.name,
                     self.port,
                     START_TIMEOUT,
-                    self.log_tail()
-                ));
+                    self.process.log_tail()
+                ))
             }
-            std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Polls `/healthz` until it answers 200, the process exits or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> Wait {
+        let monitor_port = self.monitor_port;
+        self.process
+            .wait_until(|| healthy(monitor_port), timeout, Duration::from_millis(25))
+    }
+
+    fn exited_error(&self) -> String {
+        format!(
+            "nats-server {} exited (port {}): {}",
+            self.name,
+            self.port,
+            self.process.log_tail()
+        )
     }
 
     /// Starts the node again on the same ports and store dir; the old sockets
@@ -180,35 +165,10 @@ impl Node {
 
     /// Gives a fresh process a moment to fail on a busy port.
     fn exited_early(&mut self) -> Option<String> {
-        let until = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < until {
-            if healthy(self.monitor_port) {
-                return None;
-            }
-            if !self.is_running() {
-                self.child = None;
-                return Some(format!(
-                    "nats-server {} exited (port {}): {}",
-                    self.name,
-                    self.port,
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        match self.wait(Duration::from_millis(300)) {
+            Wait::Exited => Some(self.exited_error()),
+            Wait::Ready | Wait::TimedOut => None,
         }
-        None
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

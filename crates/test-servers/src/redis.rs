@@ -9,13 +9,12 @@
 //! clients, so a write it acknowledged could be missing after `kill -9`. RDB
 //! snapshots are off so the AOF is the one source of truth on restart.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::process::{ServerProcess, Wait};
 use crate::{find_binary, free_port};
 
 /// How long a server gets to answer PING after it was started.
@@ -31,10 +30,10 @@ const PORT_ATTEMPTS: usize = 5;
 /// ```
 #[derive(Debug)]
 pub struct RedisServer {
-    binary: PathBuf,
     port: u16,
+    /// Declared before `dir`: the process is killed before its dir is removed.
+    process: ServerProcess,
     dir: tempfile::TempDir,
-    child: Option<Child>,
 }
 
 impl RedisServer {
@@ -45,14 +44,15 @@ impl RedisServer {
         let binary = find_binary("redis-server")?;
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("secbus-redis-")
+                .tempdir()
+                .map_err(|e| format!("cannot make a temp dir for redis-server: {e}"))?;
+            let log_path = dir.path().join("redis.log");
             let mut server = RedisServer {
-                binary: binary.clone(),
                 port: free_port(),
-                dir: tempfile::Builder::new()
-                    .prefix("secbus-redis-")
-                    .tempdir()
-                    .map_err(|e| format!("cannot make a temp dir for redis-server: {e}"))?,
-                child: None,
+                process: ServerProcess::new("redis-server", binary.clone(), log_path),
+                dir,
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -80,19 +80,13 @@ impl RedisServer {
 
     /// Whether the server process is running (it was not killed or stopped).
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.is_running()
     }
 
     /// Kills the server with SIGKILL, as a crash would: no shutdown, no final
     /// save; what survives is what was in the append-only file.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the server again on the same port and data dir (killing it first
@@ -110,20 +104,9 @@ impl RedisServer {
         }
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
-    }
-
     fn spawn(&mut self) -> Result<(), String> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| format!("cannot open the redis-server log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot open the redis-server log: {e}"))?;
-        let child = Command::new(&self.binary)
+        let mut command = self.process.command();
+        command
             .arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1"])
@@ -133,49 +116,29 @@ impl RedisServer {
             .args(["--appendfsync", "always"])
             .args(["--save", ""])
             .args(["--daemonize", "no"])
-            .args(["--logfile", ""])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if ping(self.port) {
-                return Ok(());
-            }
-            if !self.is_running() {
-                self.child = None;
-                return Err(format!(
-                    "redis-server exited on port {}: {}",
-                    self.port,
-                    self.log_tail()
-                ));
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(format!(
+            .args(["--logfile", ""]);
+        self.process.spawn(command)?;
+        let port = self.port;
+        match self
+            .process
+            .wait_until(|| ping(port), START_TIMEOUT, Duration::from_millis(20))
+        {
+            Wait::Ready => Ok(()),
+            Wait::Exited => Err(format!(
+                "redis-server exited on port {}: {}",
+                self.port,
+                self.process.log_tail()
+            )),
+            Wait::TimedOut => {
+                self.process.kill();
+                Err(format!(
                     "redis-server did not answer PING on port {} within {:?}: {}",
                     self.port,
                     START_TIMEOUT,
-                    self.log_tail()
-                ));
+                    self.process.log_tail()
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
