@@ -112,12 +112,8 @@ async fn through_bus(ctx: &Context, events: Vec<Event>, window: usize) -> anyhow
     let measured = async {
         let bus = scratch.connect().await?;
         let timed = async {
-            let batch = publish::default_batch(&ctx.engine);
-            let mut events = events;
-            while !events.is_empty() {
-                let rest = events.split_off(batch.min(events.len()));
-                bus.publish_batch(std::mem::replace(&mut events, rest))
-                    .await?;
+            for chunk in publish::in_batches(events, publish::default_batch(&ctx.engine)) {
+                bus.publish_batch(chunk).await?;
             }
             let tenant = TenantId::new(payload::TENANT)?;
             let start = Instant::now();

@@ -35,6 +35,17 @@ pub(crate) fn default_batch(engine: &str) -> usize {
     }
 }
 
+/// `events` in calls of at most `batch`, in order.
+pub(crate) fn in_batches(mut events: Vec<Event>, batch: usize) -> Vec<Vec<Event>> {
+    let batch = batch.max(1);
+    let mut chunks = Vec::with_capacity(events.len().div_ceil(batch));
+    while !events.is_empty() {
+        let rest = events.split_off(batch.min(events.len()));
+        chunks.push(std::mem::replace(&mut events, rest));
+    }
+    chunks
+}
+
 async fn measure(ctx: &Context) -> anyhow::Result<Report> {
     anyhow::ensure!(
         applies(&ctx.engine),
@@ -120,12 +131,7 @@ async fn through_bus(ctx: &Context, events: Vec<Event>, batch: usize) -> anyhow:
     let measured = async {
         let bus = scratch.connect().await?;
         let timed = async {
-            let mut chunks = Vec::with_capacity(events.len().div_ceil(batch));
-            let mut events = events;
-            while !events.is_empty() {
-                let rest = events.split_off(batch.min(events.len()));
-                chunks.push(std::mem::replace(&mut events, rest));
-            }
+            let chunks = in_batches(events, batch);
             let start = Instant::now();
             for chunk in chunks {
                 let receipts = bus.publish_batch(chunk).await?;
