@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod gateway;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,10 @@ enum Command {
     Schema(cli::schema::SchemaArgs),
     /// Write the AsyncAPI 3.0 document of the event catalog.
     Asyncapi(cli::asyncapi::AsyncApiArgs),
+    /// Run the HTTP + SSE gateway.
+    Serve(cli::serve::ServeArgs),
+    /// API keys for the gateway.
+    Keys(cli::keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,8 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a).await,
             Command::Schema(a) => cli::schema::run(a).await,
             Command::Asyncapi(a) => cli::asyncapi::run(a).await,
+            Command::Serve(a) => cli::serve::run(a).await,
+            Command::Keys(a) => cli::keys::run(a).await,
         }
     })
 }

@@ -37,6 +37,7 @@ mod event;
 mod fallback;
 mod gate;
 pub mod handler;
+mod history;
 mod local;
 mod subscription;
 #[cfg(feature = "testkit")]
@@ -53,6 +54,7 @@ pub use event::{
 pub use fallback::{DEFAULT_SPOOL_MAX_BYTES, FallbackOutcome, Spool};
 pub use gate::{Gate, Scope};
 pub use handler::{Handler, HandlerContext, HandlerError, Worker};
+pub use history::{DEFAULT_HISTORY_IDLE, HistoryPage, HistoryQuery};
 pub use subscription::{
     DEFAULT_MAX_DELIVERIES, Mode, StartAt, SubscribeOptions, Subscription, TypePattern,
 };

@@ -1,0 +1,351 @@
+//! The gateway's settings: a TOML file, then `SECBUS_...` environment
+//! overrides, validated once at start.
+//!
+//! Environment scheme: `SECBUS_<KEY>` for a top-level key, `__` between the
+//! levels of a nested one (`SECBUS_LIMITS__BATCH_MAX_EVENTS=500`). Values are
+//! read as TOML values (numbers, booleans, `["a","b"]`), else as strings. Only
+//! variables whose first level is a key of this file are read, so unrelated
+//! `SECBUS_` variables (SECBUS_LOG) are left alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::api_key::{KeyEntry, parse_hash};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GatewayConfig {
+    /// The engine URL (default `embedded:./secbus-data`).
+    pub(crate) bus: String,
+    /// The address to listen on (default `127.0.0.1:7400`).
+    pub(crate) listen: String,
+    /// Request and batch size limits.
+    pub(crate) limits: LimitsConfig,
+    /// The per-tenant publish rate limit.
+    pub(crate) rate_limit: RateLimitConfig,
+    /// `GET /v1/stream` settings.
+    pub(crate) stream: StreamConfig,
+    /// Extra schema folders for the contracts gate.
+    pub(crate) contracts: ContractsSection,
+    /// API keys, each bound to one tenant (default: none, so every API call is refused).
+    pub(crate) keys: Vec<KeyEntry>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            bus: "embedded:./secbus-data".to_owned(),
+            listen: "127.0.0.1:7400".to_owned(),
+            limits: LimitsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            stream: StreamConfig::default(),
+            contracts: ContractsSection::default(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// Size limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsConfig {
+    /// Largest body of `POST /v1/events`, bytes (default 1 MiB).
+    pub(crate) max_body_bytes: usize,
+    /// Largest body of `POST /v1/events/batch`, bytes (default 4 MiB).
+    pub(crate) batch_max_bytes: usize,
+    /// Most events in one batch (default 1,000).
+    pub(crate) batch_max_events: usize,
+    /// Largest `limit` of `GET /v1/events` (default 1,000).
+    pub(crate) history_max_limit: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1 << 20,
+            batch_max_bytes: 4 << 20,
+            batch_max_events: 1000,
+            history_max_limit: 1000,
+        }
+    }
+}
+
+/// Token bucket per tenant, counted in events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RateLimitConfig {
+    /// Sustained events per second per tenant (default 1,000; 0 turns the limit off).
+    pub(crate) events_per_second: f64,
+    /// Events a tenant may publish at once above the rate (default 2,000;
+    /// at least `batch_max_events`, or a full batch could never pass).
+    pub(crate) burst: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            events_per_second: 1000.0,
+            burst: 2000.0,
+        }
+    }
+}
+
+/// Server-Sent Events settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StreamConfig {
+    /// Seconds between heartbeat comments (default 15).
+    pub(crate) heartbeat_secs: u64,
+    /// Events buffered per client before a client too slow to read is closed
+    /// with `event: lagged` (default 1,024).
+    pub(crate) buffer_events: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            heartbeat_secs: 15,
+            buffer_events: 1024,
+        }
+    }
+}
+
+/// The contracts gate every published event passes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ContractsSection {
+    /// Folders of `<type>.json` schemas added to the built-in catalog (default none).
+    pub(crate) schema_dirs: Vec<PathBuf>,
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl GatewayConfig {
+    /// Reads `path` (or the defaults when `None`), applies the environment
+    /// `env` (name, value pairs), and validates the result.
+    pub(crate) fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<GatewayConfig, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        let origin = path.map_or("the configuration".to_owned(), |p| p.display().to_string());
+        GatewayConfig::parse(&text, &origin, env)
+    }
+
+    /// Parses TOML text, applies `env`, validates.
+    pub(crate) fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<GatewayConfig, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let known = [
+            "bus",
+            "listen",
+            "limits",
+            "rate_limit",
+            "stream",
+            "contracts",
+        ];
+        let mut overridden = false;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SECBUS_") else {
+                continue;
+            };
+            let path: Vec<String> = rest
+                .to_ascii_lowercase()
+                .split("__")
+                .map(str::to_owned)
+                .collect();
+            if !known.contains(&path[0].as_str()) {
+                continue;
+            }
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|e| ConfigError(format!("{name}: {e}")))?;
+            overridden = true;
+        }
+        let origin = if overridden {
+            format!("{origin} (with SECBUS_ environment overrides)")
+        } else {
+            origin.to_owned()
+        };
+        let config: GatewayConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, naming the key of the first bad one.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.bus.trim().is_empty() {
+            return bad(
+                "bus",
+                "must name an engine (memory:, embedded:<dir>, nats://, redis://)",
+            );
+        }
+        if self.listen_addr().is_err() {
+            return bad("listen", "must be an address and port, e.g. 127.0.0.1:7400");
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.batch_max_bytes", l.batch_max_bytes),
+            ("limits.batch_max_events", l.batch_max_events),
+            ("limits.history_max_limit", l.history_max_limit),
+            ("stream.buffer_events", self.stream.buffer_events),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.stream.heartbeat_secs == 0 {
+            return bad("stream.heartbeat_secs", "must be at least 1");
+        }
+        let r = &self.rate_limit;
+        if !(r.events_per_second >= 0.0 && r.events_per_second.is_finite()) {
+            return bad("rate_limit.events_per_second", "must be 0 (off) or more");
+        }
+        if r.events_per_second > 0.0 && r.burst < l.batch_max_events as f64 {
+            return bad(
+                "rate_limit.burst",
+                "must be at least limits.batch_max_events, or a full batch never passes",
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let at = |field: &str| format!("keys[{i}].{field}");
+            if key.name.trim().is_empty() {
+                return bad(&at("name"), "must not be empty");
+            }
+            if !names.insert(key.name.as_str()) {
+                return bad(&at("name"), "is used by another key");
+            }
+            if let Err(e) = secbus::TenantId::new(key.tenant.as_str()) {
+                return bad(&at("tenant"), e.message());
+            }
+            if key.roles.is_empty() {
+                return bad(
+                    &at("roles"),
+                    "must name at least one of publish, read, admin",
+                );
+            }
+            if let Err(why) = parse_hash(&key.hash) {
+                return bad(&at("hash"), &why);
+            }
+        }
+        Ok(())
+    }
+
+    /// `listen` as a socket address.
+    pub(crate) fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        self.listen.parse()
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut at = table;
+    for part in parents {
+        let entry = at
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a table"))?;
+    }
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        GatewayConfig::parse(text, "test.toml", env)
+    }
+
+    #[test]
+    fn the_example_file_parses_and_holds_the_defaults() {
+        let text = include_str!("../../../../secbus.example.toml");
+        let config = parse(text, &[]).unwrap();
+        let defaults = GatewayConfig::default();
+        assert_eq!(config.bus, defaults.bus);
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(
+            config.limits.batch_max_events,
+            defaults.limits.batch_max_events
+        );
+        assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
+        assert_eq!(config.stream.heartbeat_secs, defaults.stream.heartbeat_secs);
+        assert_eq!(config.keys.len(), 1);
+        assert_eq!(config.keys[0].tenant, "acme");
+    }
+
+    #[test]
+    fn environment_overrides_top_level_and_nested_keys() {
+        let config = parse(
+            "listen = \"127.0.0.1:1\"",
+            &[
+                ("SECBUS_BUS", "memory:"),
+                ("SECBUS_LISTEN", "0.0.0.0:9000"),
+                ("SECBUS_LIMITS__BATCH_MAX_EVENTS", "500"),
+                ("SECBUS_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.bus, "memory:");
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.limits.batch_max_events, 500);
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_refused_by_name() {
+        let e = parse("[limits]\nbatch_max_event = 3", &[]).unwrap_err();
+        assert!(e.0.contains("batch_max_event"), "{e}");
+        let e = parse("listen = \"nowhere\"", &[]).unwrap_err();
+        assert!(e.0.starts_with("listen:"), "{e}");
+        let e = parse("", &[("SECBUS_LIMITS__MAX_BODY_BYTES", "0")]).unwrap_err();
+        assert!(e.0.starts_with("limits.max_body_bytes:"), "{e}");
+        let e = parse(
+            "[[keys]]\nname = \"k\"\ntenant = \"acme\"\nroles = [\"read\"]\nhash = \"md5:x\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("keys[0].hash:"), "{e}");
+        let e = parse(
+            "[[keys]]\nname = \"k\"\ntenant = \"acme\"\nroles = [\"root\"]\nhash = \"x\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("root"), "{e}");
+    }
+}

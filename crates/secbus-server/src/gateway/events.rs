@@ -1,0 +1,213 @@
+//! `POST /v1/events` (one event) and `POST /v1/events/batch`.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use secbus::{Event, Publisher, Receipt, Scope};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::api_key::{Caller, Role};
+use super::decode::{self, Mode};
+use super::error::{ApiError, ApiResult, ItemError};
+use super::state::AppState;
+
+/// The answer to a stored event.
+#[derive(Debug, Serialize)]
+pub(crate) struct Accepted {
+    /// The event's id.
+    id: String,
+    /// Its position in the tenant's log; null for a duplicate.
+    sequence: Option<u64>,
+    /// True when the id was seen within the dedup window (nothing new stored).
+    duplicate: bool,
+}
+
+impl From<&Receipt> for Accepted {
+    fn from(r: &Receipt) -> Accepted {
+        Accepted {
+            id: r.id.as_str().to_owned(),
+            sequence: r.sequence,
+            duplicate: r.duplicate,
+        }
+    }
+}
+
+/// The answer to a stored batch.
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchAccepted {
+    /// One receipt per event, in the order of the batch.
+    results: Vec<Accepted>,
+}
+
+fn max_event_bytes(state: &AppState) -> usize {
+    state.bus.config().max_event_bytes
+}
+
+fn refused(state: &AppState, e: ApiError, n: u64) -> ApiError {
+    state.metrics.refuse(&e.code, n);
+    e
+}
+
+/// `POST /v1/events`.
+pub(crate) async fn publish_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    let started = Instant::now();
+    caller.require(Role::Publish)?;
+    let result = async {
+        let mode = decode::mode(&headers)?;
+        let bytes = decode::read_body(body, state.config.limits.max_body_bytes).await?;
+        let max = max_event_bytes(&state);
+        let event = match mode {
+            Mode::Structured => decode::structured(&bytes, &caller.tenant, max)?,
+            Mode::Binary => decode::binary(&headers, &bytes, &caller.tenant, max)?,
+        };
+        state.limiter.take(caller.tenant.as_str(), 1)?;
+        let ty = event.ty.clone();
+        let receipt = state
+            .bus
+            .publisher(Scope::Tenant(caller.tenant.clone()))
+            .publish(event)
+            .await
+            .inspect_err(|e| {
+                tracing::debug!(tenant_id = %caller.tenant, code = e.code(), "publish refused");
+            })?;
+        tracing::debug!(
+            event_id = %receipt.id,
+            event_type = %ty,
+            tenant_id = %caller.tenant,
+            key = %caller.name,
+            "event stored"
+        );
+        state
+            .metrics
+            .accept(caller.tenant.as_str(), ty.as_str(), started.elapsed());
+        Ok::<_, ApiError>(receipt)
+    }
+    .await;
+    match result {
+        Ok(receipt) => Ok((StatusCode::ACCEPTED, Json(Accepted::from(&receipt)))),
+        Err(e) => Err(refused(&state, e, 1)),
+    }
+}
+
+/// `POST /v1/events/batch`: all or nothing.
+pub(crate) async fn publish_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<BatchAccepted>)> {
+    let started = Instant::now();
+    caller.require(Role::Publish)?;
+    let (events, result) = match decode_batch(&state, &caller, &headers, body).await {
+        Ok(events) => {
+            let n = events.len();
+            let types: Vec<String> = events.iter().map(|e| e.ty.as_str().to_owned()).collect();
+            let result = match state.limiter.take(caller.tenant.as_str(), n) {
+                Ok(()) => state
+                    .bus
+                    .publisher(Scope::Tenant(caller.tenant.clone()))
+                    .publish_batch(events)
+                    .await
+                    .map_err(ApiError::from),
+                Err(e) => Err(e),
+            };
+            (types, result)
+        }
+        Err((e, n)) => return Err(refused(&state, e, n)),
+    };
+    match result {
+        Ok(receipts) => {
+            for ty in &events {
+                state
+                    .metrics
+                    .accept(caller.tenant.as_str(), ty, started.elapsed());
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(BatchAccepted {
+                    results: receipts.iter().map(Accepted::from).collect(),
+                }),
+            ))
+        }
+        Err(e) => Err(refused(&state, e, events.len() as u64)),
+    }
+}
+
+/// The events of a batch, each checked as the bus will check it (scope, size,
+/// gate), so a refusal names every bad item, not only the first.
+async fn decode_batch(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<Event>, (ApiError, u64)> {
+    decode::check_batch_media(headers).map_err(|e| (e, 1))?;
+    let limits = &state.config.limits;
+    let bytes = decode::read_body(body, limits.batch_max_bytes)
+        .await
+        .map_err(|e| (e, 1))?;
+    let items: Vec<Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Array(items)) => items,
+        _ => {
+            let e = ApiError::new("malformed_json", "a batch is a JSON array of CloudEvents");
+            return Err((e, 1));
+        }
+    };
+    let n = items.len() as u64;
+    if items.len() > limits.batch_max_events {
+        let e = ApiError::new(
+            "batch_too_large",
+            format!(
+                "the batch has {} events; the limit is {}",
+                items.len(),
+                limits.batch_max_events
+            ),
+        );
+        return Err((e, n));
+    }
+    if items.is_empty() {
+        return Err((ApiError::new("malformed_json", "the batch is empty"), 1));
+    }
+    let scope = Scope::Tenant(caller.tenant.clone());
+    let max = max_event_bytes(state);
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let checked = decode::from_value(item, &caller.tenant, max).and_then(|mut event| {
+            scope.admit(&event)?;
+            event.check_size(max)?;
+            state.gate.check(&mut event)?;
+            Ok(event)
+        });
+        match checked {
+            Ok(event) => events.push(event),
+            Err(e) => errors.push(ItemError {
+                index: Some(index),
+                code: e.code().to_owned(),
+                message: e.message().to_owned(),
+                field: e.field().map(str::to_owned),
+            }),
+        }
+    }
+    if let Some(first) = errors.first() {
+        let mut e = ApiError::new(
+            &first.code,
+            format!(
+                "{} of {n} events are invalid; nothing was stored (see errors)",
+                errors.len()
+            ),
+        );
+        e.errors = errors;
+        return Err((e, n));
+    }
+    Ok(events)
+}
