@@ -95,7 +95,7 @@ fn config(dirs: &[PathBuf]) -> ContractsConfig {
 
 /// The contracts gate over the built-in catalog and `dirs`; on failure, the
 /// error is printed and the status to exit with comes back.
-pub(super) fn load_gate(dirs: &[PathBuf]) -> Result<Arc<ContractsGate>, ExitCode> {
+pub(crate) fn load_gate(dirs: &[PathBuf]) -> Result<Arc<ContractsGate>, ExitCode> {
     ContractsGate::from_config(&config(dirs))
         .map(Arc::new)
         .map_err(|e| load_failed(&e))

@@ -17,6 +17,8 @@ mod openapi;
 mod rate_limit;
 pub(crate) mod state;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use axum::Router;
 use axum::routing::{MethodRouter, delete, get, post};
