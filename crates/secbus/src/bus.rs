@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::delivery::{DEFAULT_DEDUP_WINDOW, DeadLetter, content_key};
-use crate::engine::{Appended, Capabilities, Engine, Record};
+use crate::engine::{Appended, Capabilities, Engine, GroupLag, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{DEFAULT_MAX_EVENT_BYTES, Event, EventId, TenantId};
 use crate::fallback::{DEFAULT_SPOOL_MAX_BYTES, FallbackOutcome, Spool};
@@ -282,6 +282,13 @@ impl Bus {
     /// Appends prepared records (the spool drains through here).
     pub(crate) async fn append_records(&self, records: Vec<Record>) -> Result<Vec<Appended>> {
         self.inner.engine.append(records, true).await
+    }
+
+    /// How far consumer group `group` of `tenant` is behind, as the engine
+    /// reports it (see [`GroupLag`] for what each engine counts).
+    /// [`ErrorKind::NotFound`] when the engine knows no such group.
+    pub async fn group_lag(&self, tenant: &TenantId, group: &str) -> Result<GroupLag> {
+        self.inner.engine.group_lag(tenant, group).await
     }
 
     /// Dead letters of `tenant`, oldest first, at most `limit`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::delivery::DeadLetter;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, TenantId};
 use crate::subscription::SubscribeOptions;
 
@@ -87,6 +87,39 @@ pub trait EngineStream: Send {
     async fn next(&mut self) -> Option<Result<EngineDelivery>>;
 }
 
+/// How far a consumer group is behind, as its engine reports it.
+///
+/// What "an event of the group" means follows the engine: NATS counts the
+/// events of the group's type pattern (the consumer's filter); memory counts
+/// them too; embedded and Redis groups read the whole tenant log and skip
+/// other types as they go, so events of every type the group has not read yet
+/// count as `waiting`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupLag {
+    /// Stored and not handed out to any member yet (JetStream `num_pending`,
+    /// Redis `lag`).
+    pub waiting: u64,
+    /// Handed out at least once and not acked yet, including nacked events
+    /// waiting for their redelivery (JetStream `num_ack_pending`, Redis `pending`).
+    pub unacked: u64,
+}
+
+impl GroupLag {
+    /// Events of the group not acked yet: `waiting + unacked`.
+    pub fn total(&self) -> u64 {
+        self.waiting.saturating_add(self.unacked)
+    }
+}
+
+/// The error of a lag query for a group the engine does not know.
+pub(crate) fn unknown_group(tenant: &TenantId, group: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("tenant {tenant} has no consumer group {group:?}"),
+    )
+    .with_field("group")
+}
+
 /// A storage engine behind the bus.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
@@ -115,6 +148,20 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Deletes one dead letter; false when there was none.
     async fn delete_dead_letter(&self, tenant: &TenantId, id: &str) -> Result<bool>;
+
+    /// How far `group` of `tenant` is behind. [`ErrorKind::NotFound`] when the
+    /// engine knows no such group; [`ErrorKind::Unsupported`] from engines that
+    /// cannot tell.
+    async fn group_lag(&self, tenant: &TenantId, group: &str) -> Result<GroupLag> {
+        let _ = (tenant, group);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the {} engine cannot report consumer group lag",
+                self.name()
+            ),
+        ))
+    }
 
     /// Checks the engine answers.
     async fn ping(&self) -> Result<()>;

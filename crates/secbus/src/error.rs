@@ -49,6 +49,8 @@ pub enum ErrorKind {
     SchemaViolation,
     /// `data` carries what looks like a credential; the value is never echoed.
     SecretDetected,
+    /// The engine cannot do what was asked (e.g. report a group's lag).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -74,6 +76,7 @@ impl ErrorKind {
             ErrorKind::UnknownEventType => "unknown_event_type",
             ErrorKind::SchemaViolation => "schema_violation",
             ErrorKind::SecretDetected => "secret_detected",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 

@@ -46,7 +46,9 @@ pub mod testkit;
 
 pub use bus::{Bus, BusConfig, Publisher, Receipt, ScopedPublisher, Subscriber};
 pub use delivery::{DeadLetter, Delivery};
-pub use engine::{Acker, Appended, Capabilities, Engine, EngineDelivery, EngineStream, Record};
+pub use engine::{
+    Acker, Appended, Capabilities, Engine, EngineDelivery, EngineStream, GroupLag, Record,
+};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use event::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventBuilder, EventId, EventType, SPEC_VERSION, TenantId,

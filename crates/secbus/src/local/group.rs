@@ -160,6 +160,24 @@ impl LocalGroups {
         Ok(())
     }
 
+    /// A group's state: live when it has a member in this process, else as saved.
+    pub(crate) async fn snapshot(
+        &self,
+        tenant: &TenantId,
+        group: &str,
+    ) -> Result<Option<GroupSnapshot>> {
+        let live = self
+            .groups
+            .lock()
+            .await
+            .get(&(tenant.clone(), group.to_owned()))
+            .cloned();
+        match live {
+            Some(live) => Ok(Some(live.snapshot())),
+            None => self.store.load(tenant, group).await,
+        }
+    }
+
     /// Ends every subscription: their `next` returns `None`.
     pub(crate) fn close(&self) {
         self.closed.send_replace(true);

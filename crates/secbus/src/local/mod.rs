@@ -8,6 +8,7 @@
 //! is written here once.
 
 mod group;
+mod lag;
 mod signal;
 mod tail;
 

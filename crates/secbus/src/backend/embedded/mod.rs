@@ -25,6 +25,7 @@ mod committed;
 mod dead_letters;
 mod dedup;
 mod groups;
+mod lag;
 mod log;
 mod readers;
 mod recent;
@@ -50,7 +51,7 @@ use self::tenants::Tenants;
 use self::writer::{Encoded, Start, Writer};
 use crate::bus::BusConfig;
 use crate::delivery::DeadLetter;
-use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
+use crate::engine::{Appended, Capabilities, Engine, EngineStream, GroupLag, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
 use crate::local::LocalGroups;
@@ -294,6 +295,10 @@ impl Engine for EmbeddedEngine {
             })
             .await?;
         Ok(deleted > 0)
+    }
+
+    async fn group_lag(&self, tenant: &TenantId, group: &str) -> Result<GroupLag> {
+        self.lag(tenant, group).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -6,6 +6,8 @@
 //! not settled. Ids are deduplicated per tenant within the dedup window,
 //! remembering at most twice as many ids as the history holds events.
 
+mod lag;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use parking_lot::Mutex;
 
 use crate::bus::BusConfig;
 use crate::delivery::{DeadLetter, DedupKey, DedupWindow};
-use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
+use crate::engine::{Appended, Capabilities, Engine, EngineStream, GroupLag, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
 use crate::local::{
@@ -363,6 +365,10 @@ impl Engine for MemoryEngine {
         let before = v.len();
         v.retain(|d| d.id != id);
         Ok(v.len() != before)
+    }
+
+    async fn group_lag(&self, tenant: &TenantId, group: &str) -> Result<GroupLag> {
+        self.lag(tenant, group).await
     }
 
     async fn ping(&self) -> Result<()> {

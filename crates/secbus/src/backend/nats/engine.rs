@@ -15,7 +15,7 @@ use super::config::{NatsConfig, Storage};
 use super::content_dedup::ContentDedup;
 use super::{consumer, dead_letter, error, publish, tail};
 use crate::delivery::DeadLetter;
-use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
+use crate::engine::{Appended, Capabilities, Engine, EngineStream, GroupLag, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
 use crate::subscription::{Mode, SubscribeOptions};
@@ -303,6 +303,10 @@ impl Engine for NatsEngine {
     async fn delete_dead_letter(&self, tenant: &TenantId, id: &str) -> Result<bool> {
         self.check_open()?;
         dead_letter::delete(&self.shared, tenant, id).await
+    }
+
+    async fn group_lag(&self, tenant: &TenantId, group: &str) -> Result<GroupLag> {
+        super::lag::group_lag(&self.shared, tenant, group).await
     }
 
     async fn ping(&self) -> Result<()> {

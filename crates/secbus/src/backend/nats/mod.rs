@@ -110,6 +110,7 @@ mod dead_letter;
 mod engine;
 mod error;
 mod key_order;
+mod lag;
 mod publish;
 mod pull;
 mod tail;

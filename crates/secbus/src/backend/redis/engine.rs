@@ -18,7 +18,7 @@ use super::group::subscribe_group;
 use super::settle::Settler;
 use super::tail::Tail;
 use crate::delivery::DeadLetter;
-use crate::engine::{Appended, Capabilities, Engine, EngineStream, Record};
+use crate::engine::{Appended, Capabilities, Engine, EngineStream, GroupLag, Record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::TenantId;
 use crate::subscription::{Mode, SubscribeOptions};
@@ -196,6 +196,10 @@ impl Engine for RedisEngine {
             .dead_letters
             .delete(&mut self.shared.conn(), tenant, id)
             .await
+    }
+
+    async fn group_lag(&self, tenant: &TenantId, group: &str) -> Result<GroupLag> {
+        super::lag::group_lag(&self.shared, tenant, group).await
     }
 
     async fn ping(&self) -> Result<()> {

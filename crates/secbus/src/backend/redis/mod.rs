@@ -60,6 +60,7 @@ mod entry;
 mod error;
 mod group;
 mod keys;
+mod lag;
 mod script;
 mod sequence;
 mod settle;
