@@ -1,0 +1,253 @@
+//! `secbus serve` killed with SIGKILL or stopped with SIGTERM while clients
+//! publish: every event that got a 2xx is in the engine afterwards.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use secbus::{Bus, HistoryQuery, TenantId};
+use secbus_test_servers::NatsServer;
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "sbk_gateway-fault-test-key-0123456789";
+const CLIENTS: usize = 4;
+
+/// A `secbus serve` child and the address it listens on.
+struct Gateway {
+    child: Child,
+    addr: String,
+}
+
+impl Gateway {
+    fn start(dir: &Path, bus: &str) -> Gateway {
+        let hash = hex::encode(Sha256::digest(KEY.as_bytes()));
+        let config = dir.join("secbus.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "bus = \"{bus}\"\nlisten = \"127.0.0.1:0\"\n[rate_limit]\nevents_per_second = 0.0\n\
+                 [[keys]]\nname = \"ingest\"\ntenant = \"acme\"\nroles = [\"publish\", \"read\"]\n\
+                 hash = \"sha256:{hash}\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_secbus"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("SECBUS_BUS")
+            .env_remove("SECBUS_LISTEN")
+            .env("SECBUS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("secbus gateway listening on http://") {
+                    let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway says where it listens");
+        Gateway { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs `body` and returns the status, or `None` when the connection failed.
+fn post(addr: &str, path: &str, content_type: &str, body: &str) -> Option<u16> {
+    let mut socket = TcpStream::connect(addr).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+fn event(id: &str) -> String {
+    format!(
+        r#"{{"specversion":"1.0","id":"{id}","source":"idp/test","type":"auth.login.failed","data":{{"user":"u@acme.example","src_ip":"203.0.113.9","reason":"bad_password"}}}}"#
+    )
+}
+
+/// Clients publishing singles and batches of 20 until `stop` or until the
+/// gateway is gone; returns the ids that got a 2xx.
+fn ingest(addr: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<String>> {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (addr, stop, acked) = (addr.to_owned(), stop.clone(), acked.clone());
+            thread::spawn(move || {
+                let mut failures = 0;
+                for round in 0.. {
+                    if stop.load(Ordering::Relaxed) || failures > 20 {
+                        break;
+                    }
+                    let ids: Vec<String> = (0..if round % 2 == 0 { 1 } else { 20 })
+                        .map(|_| uuid::Uuid::now_v7().to_string())
+                        .collect();
+                    let status = if ids.len() == 1 {
+                        post(
+                            &addr,
+                            "/v1/events",
+                            "application/cloudevents+json",
+                            &event(&ids[0]),
+                        )
+                    } else {
+                        let batch: Vec<String> = ids.iter().map(|id| event(id)).collect();
+                        let body = format!("[{}]", batch.join(","));
+                        post(
+                            &addr,
+                            "/v1/events/batch",
+                            "application/cloudevents-batch+json",
+                            &body,
+                        )
+                    };
+                    match status {
+                        Some(s) if (200..300).contains(&s) => {
+                            acked.lock().unwrap().extend(ids);
+                            failures = 0;
+                        }
+                        Some(s) => panic!("client {client}: unexpected status {s}"),
+                        None => {
+                            failures += 1;
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::spawn(move || {
+        for h in handles {
+            h.join().unwrap();
+        }
+        std::mem::take(&mut *acked.lock().unwrap())
+    })
+}
+
+async fn stored_ids(bus_url: &str) -> std::collections::HashSet<String> {
+    let bus = Bus::connect(bus_url).await.unwrap();
+    let mut q = HistoryQuery::new(TenantId::new("acme").unwrap());
+    q.limit = 1000;
+    let mut ids = std::collections::HashSet::new();
+    loop {
+        let page = bus.history(&q).await.unwrap();
+        ids.extend(page.events.iter().map(|(_, e)| e.id.as_str().to_owned()));
+        match page.next {
+            Some(next) => q.from_sequence = Some(next),
+            None => break,
+        }
+    }
+    bus.close().await.unwrap();
+    ids
+}
+
+/// Long enough for the clients to be well into their run when the signal comes.
+const INGEST_BEFORE_SIGNAL: Duration = Duration::from_millis(1500);
+
+async fn killed_during_ingest_keeps_every_acknowledged_event(bus_url: String, dir: &Path) {
+    let gateway = Gateway::start(dir, &bus_url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = ingest(&gateway.addr, stop.clone());
+    thread::sleep(INGEST_BEFORE_SIGNAL);
+    drop(gateway); // SIGKILL: no shutdown at all.
+    let acked = clients.join().unwrap();
+    assert!(acked.len() > 50, "the clients got going: {}", acked.len());
+
+    // A new gateway on the same engine answers, and every 2xx event is stored.
+    let again = Gateway::start(dir, &bus_url);
+    assert_eq!(
+        post(
+            &again.addr,
+            "/v1/events",
+            "application/cloudevents+json",
+            &event(&uuid::Uuid::now_v7().to_string())
+        ),
+        Some(202)
+    );
+    drop(again);
+    let stored = stored_ids(&bus_url).await;
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_serve_on_embedded_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded:{}", dir.path().join("store").display());
+    killed_during_ingest_keeps_every_acknowledged_event(url, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_serve_on_nats_loses_no_acknowledged_event() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    killed_during_ingest_keeps_every_acknowledged_event(nats.url(), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_ingest_exits_0_with_every_acknowledged_event_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded:{}", dir.path().join("store").display());
+    let mut gateway = Gateway::start(dir.path(), &url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = ingest(&gateway.addr, stop.clone());
+    thread::sleep(INGEST_BEFORE_SIGNAL);
+    let term = Command::new("kill")
+        .args(["-TERM", &gateway.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = gateway.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop within 30 s of SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    stop.store(true, Ordering::Relaxed);
+    let acked = clients.join().unwrap();
+    assert!(acked.len() > 50, "the clients got going: {}", acked.len());
+    let stored = stored_ids(&url).await;
+    let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(lost, 0, "of {} acknowledged", acked.len());
+}
