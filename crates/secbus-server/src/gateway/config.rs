@@ -30,6 +30,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) stream: StreamConfig,
     /// Extra schema folders for the contracts gate.
     pub(crate) contracts: ContractsSection,
+    /// What `GET /metrics` reports beyond the gateway's own counters.
+    pub(crate) metrics: MetricsConfig,
     /// API keys, each bound to one tenant (default: none, so every API call is refused).
     pub(crate) keys: Vec<KeyEntry>,
 }
@@ -43,6 +45,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             stream: StreamConfig::default(),
             contracts: ContractsSection::default(),
+            metrics: MetricsConfig::default(),
             keys: Vec::new(),
         }
     }
@@ -121,6 +124,15 @@ pub(crate) struct ContractsSection {
     pub(crate) schema_dirs: Vec<PathBuf>,
 }
 
+/// `GET /metrics` settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    /// Consumer groups whose lag is reported, for every tenant with a key
+    /// (default none). Engines cannot list their groups, so they are named here.
+    pub(crate) consumer_groups: Vec<String>,
+}
+
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug)]
 pub(crate) struct ConfigError(pub(crate) String);
@@ -163,6 +175,7 @@ impl GatewayConfig {
             "rate_limit",
             "stream",
             "contracts",
+            "metrics",
         ];
         let mut overridden = false;
         for (name, value) in env {
@@ -186,9 +199,18 @@ impl GatewayConfig {
         } else {
             origin.to_owned()
         };
-        let config: GatewayConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", e.message())))?;
+        // Read back from text so a refusal has a span, and so the key it names.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let config: GatewayConfig = toml::from_str(&merged).map_err(|e: toml::de::Error| {
+            let key = e
+                .span()
+                .map(|span| key_at(&merged, span.start))
+                .filter(|k| !k.is_empty());
+            match key {
+                Some(key) => ConfigError(format!("{key}: {} (in {origin})", e.message())),
+                None => ConfigError(format!("{origin}: {}", e.message())),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -252,12 +274,57 @@ impl GatewayConfig {
                 return bad(&at("hash"), &why);
             }
         }
+        for (i, group) in self.metrics.consumer_groups.iter().enumerate() {
+            if group.trim().is_empty() {
+                return bad(
+                    &format!("metrics.consumer_groups[{i}]"),
+                    "must not be empty",
+                );
+            }
+        }
         Ok(())
     }
 
     /// `listen` as a socket address.
     pub(crate) fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
         self.listen.parse()
+    }
+}
+
+/// The dotted key (`limits.batch_max_events`, `keys[1].roles`) of the line
+/// holding byte `at` of `text`, a document as `toml::to_string` writes it.
+fn key_at(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let header = |line: &str| {
+        let t = line.trim();
+        let name = t.strip_prefix("[[").and_then(|r| r.strip_suffix("]]"));
+        let name = name.or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')));
+        name.map(|n| (n.trim().to_owned(), t.starts_with("[[")))
+    };
+    let table = |upto: &str| -> Option<String> {
+        let (name, array) = upto.lines().rev().find_map(header)?;
+        if !array {
+            return Some(name);
+        }
+        let marker = format!("[[{name}]]");
+        let index = upto.lines().filter(|l| l.trim() == marker).count();
+        Some(format!("{name}[{}]", index.saturating_sub(1)))
+    };
+    if header(line).is_some() {
+        return table(&text[..line_start + line.len()]).unwrap_or_default();
+    }
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
+    match table(&text[..line_start]) {
+        Some(t) if !key.is_empty() => format!("{t}.{key}"),
+        Some(t) => t,
+        None => key.to_owned(),
     }
 }
 
