@@ -30,6 +30,8 @@ pub(crate) struct GatewayConfig {
     pub(crate) stream: StreamConfig,
     /// Extra schema folders for the contracts gate.
     pub(crate) contracts: ContractsSection,
+    /// What `GET /metrics` reports beyond the gateway's own counters.
+    pub(crate) metrics: MetricsConfig,
     /// API keys, each bound to one tenant (default: none, so every API call is refused).
     pub(crate) keys: Vec<KeyEntry>,
 }
@@ -43,6 +45,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             stream: StreamConfig::default(),
             contracts: ContractsSection::default(),
+            metrics: MetricsConfig::default(),
             keys: Vec::new(),
         }
     }
@@ -121,6 +124,15 @@ pub(crate) struct ContractsSection {
     pub(crate) schema_dirs: Vec<PathBuf>,
 }
 
+/// `GET /metrics` settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    /// Consumer groups whose lag is reported, for every tenant with a key
+    /// (default none). Engines cannot list their groups, so they are named here.
+    pub(crate) consumer_groups: Vec<String>,
+}
+
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug)]
 pub(crate) struct ConfigError(pub(crate) String);
@@ -163,6 +175,7 @@ impl GatewayConfig {
             "rate_limit",
             "stream",
             "contracts",
+            "metrics",
         ];
         let mut overridden = false;
         for (name, value) in env {
@@ -186,9 +199,18 @@ impl GatewayConfig {
         } else {
             origin.to_owned()
         };
-        let config: GatewayConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", e.message())))?;
+        // Read back from text so a refusal has a span, and so the key it names.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let config: GatewayConfig = toml::from_str(&merged).map_err(|e: toml::de::Error| {
+            let key = e
+                .span()
+                .map(|span| key_at(&merged, span.start))
+                .filter(|k| !k.is_empty());
+            match key {
+                Some(key) => ConfigError(format!("{key}: {} (in {origin})", e.message())),
+                None => ConfigError(format!("{origin}: {}", e.message())),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -252,12 +274,57 @@ impl GatewayConfig {
                 return bad(&at("hash"), &why);
             }
         }
+        for (i, group) in self.metrics.consumer_groups.iter().enumerate() {
+            if group.trim().is_empty() {
+                return bad(
+                    &format!("metrics.consumer_groups[{i}]"),
+                    "must not be empty",
+                );
+            }
+        }
         Ok(())
     }
 
     /// `listen` as a socket address.
     pub(crate) fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
         self.listen.parse()
+    }
+}
+
+/// The dotted key (`limits.batch_max_events`, `keys[1].roles`) of the line
+/// holding byte `at` of `text`, a document as `toml::to_string` writes it.
+fn key_at(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let header = |line: &str| {
+        let t = line.trim();
+        let name = t.strip_prefix("[[").and_then(|r| r.strip_suffix("]]"));
+        let name = name.or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')));
+        name.map(|n| (n.trim().to_owned(), t.starts_with("[[")))
+    };
+    let table = |upto: &str| -> Option<String> {
+        let (name, array) = upto.lines().rev().find_map(header)?;
+        if !array {
+            return Some(name);
+        }
+        let marker = format!("[[{name}]]");
+        let index = upto.lines().filter(|l| l.trim() == marker).count();
+        Some(format!("{name}[{}]", index.saturating_sub(1)))
+    };
+    if header(line).is_some() {
+        return table(&text[..line_start + line.len()]).unwrap_or_default();
+    }
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
+    match table(&text[..line_start]) {
+        Some(t) if !key.is_empty() => format!("{t}.{key}"),
+        Some(t) => t,
+        None => key.to_owned(),
     }
 }
 
@@ -293,59 +360,182 @@ mod tests {
         GatewayConfig::parse(text, "test.toml", env)
     }
 
+    const EXAMPLE: &str = include_str!("../../../../secbus.example.toml");
+
+    /// Every key path of a table: `limits.batch_max_events`, `keys[0].hash`.
+    fn key_paths(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(t) => key_paths(&path, t, out),
+                toml::Value::Array(items)
+                    if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+                {
+                    for (i, item) in items.iter().enumerate() {
+                        key_paths(&format!("{path}[{i}]"), item.as_table().unwrap(), out);
+                    }
+                }
+                _ => out.push((path, value.clone())),
+            }
+        }
+    }
+
     #[test]
-    fn the_example_file_parses_and_holds_the_defaults() {
-        let text = include_str!("../../../../secbus.example.toml");
-        let config = parse(text, &[]).unwrap();
-        let defaults = GatewayConfig::default();
-        assert_eq!(config.bus, defaults.bus);
-        assert_eq!(config.listen, defaults.listen);
-        assert_eq!(
-            config.limits.batch_max_events,
-            defaults.limits.batch_max_events
-        );
-        assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
-        assert_eq!(config.stream.heartbeat_secs, defaults.stream.heartbeat_secs);
+    fn the_example_file_parses_and_documents_every_key_at_its_default() {
+        let config = parse(EXAMPLE, &[]).unwrap();
         assert_eq!(config.keys.len(), 1);
         assert_eq!(config.keys[0].tenant, "acme");
+        let example: toml::Table = EXAMPLE.parse().unwrap();
+        let mut in_example = Vec::new();
+        key_paths("", &example, &mut in_example);
+        let mut defaults = GatewayConfig::default();
+        defaults.keys = config.keys.clone();
+        let defaults = toml::Table::try_from(&defaults).unwrap();
+        let mut expected = Vec::new();
+        key_paths("", &defaults, &mut expected);
+        for (path, value) in &expected {
+            let found = in_example.iter().find(|(p, _)| p == path);
+            let Some((_, example_value)) = found else {
+                panic!("secbus.example.toml lacks {path}");
+            };
+            assert_eq!(
+                example_value, value,
+                "{path} in the example is not its default"
+            );
+            // Each key has a comment right above it, saying what it does.
+            let leaf = path.rsplit('.').next().unwrap();
+            let lines: Vec<&str> = EXAMPLE.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("{leaf} = ")))
+                .unwrap_or_else(|| panic!("no line for {path}"));
+            assert!(
+                at > 0 && lines[at - 1].starts_with('#'),
+                "{path} has no comment above it"
+            );
+        }
+        assert_eq!(
+            in_example.len(),
+            expected.len(),
+            "no key in the example beyond the config's"
+        );
     }
 
     #[test]
     fn environment_overrides_top_level_and_nested_keys() {
         let config = parse(
-            "listen = \"127.0.0.1:1\"",
+            "listen = \"127.0.0.1:1\"\n[limits]\nbatch_max_events = 10",
             &[
                 ("SECBUS_BUS", "memory:"),
                 ("SECBUS_LISTEN", "0.0.0.0:9000"),
                 ("SECBUS_LIMITS__BATCH_MAX_EVENTS", "500"),
+                ("SECBUS_RATE_LIMIT__EVENTS_PER_SECOND", "0"),
+                ("SECBUS_STREAM__HEARTBEAT_SECS", "3"),
+                ("SECBUS_METRICS__CONSUMER_GROUPS", r#"["detect", "audit"]"#),
                 ("SECBUS_LOG", "debug"),
+                ("HOME", "/root"),
             ],
         )
         .unwrap();
         assert_eq!(config.bus, "memory:");
         assert_eq!(config.listen, "0.0.0.0:9000");
-        assert_eq!(config.limits.batch_max_events, 500);
+        assert_eq!(
+            config.limits.batch_max_events, 500,
+            "the environment wins over the file"
+        );
+        assert_eq!(
+            config.limits.max_body_bytes,
+            1 << 20,
+            "untouched keys keep their default"
+        );
+        assert_eq!(config.rate_limit.events_per_second, 0.0);
+        assert_eq!(config.stream.heartbeat_secs, 3);
+        assert_eq!(config.metrics.consumer_groups, ["detect", "audit"]);
     }
 
     #[test]
     fn unknown_and_bad_keys_are_refused_by_name() {
-        let e = parse("[limits]\nbatch_max_event = 3", &[]).unwrap_err();
-        assert!(e.0.contains("batch_max_event"), "{e}");
-        let e = parse("listen = \"nowhere\"", &[]).unwrap_err();
-        assert!(e.0.starts_with("listen:"), "{e}");
-        let e = parse("", &[("SECBUS_LIMITS__MAX_BODY_BYTES", "0")]).unwrap_err();
-        assert!(e.0.starts_with("limits.max_body_bytes:"), "{e}");
-        let e = parse(
-            "[[keys]]\nname = \"k\"\ntenant = \"acme\"\nroles = [\"read\"]\nhash = \"md5:x\"",
+        let refused = |text: &str, env: &[(&str, &str)]| parse(text, env).unwrap_err().0;
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            (
+                "[limits]\nbatch_max_event = 3",
+                &[],
+                "limits.batch_max_event: unknown field",
+            ),
+            ("colour = \"red\"", &[], "colour: unknown field"),
+            (
+                "",
+                &[("SECBUS_STREAM__BUFFER", "3")],
+                "stream.buffer: unknown field",
+            ),
+            (
+                "",
+                &[("SECBUS_LIMITS__BATCH_MAX_EVENTS", "many")],
+                "limits.batch_max_events: invalid type",
+            ),
+            (
+                "[rate_limit]\nburst = \"lots\"",
+                &[],
+                "rate_limit.burst: invalid type",
+            ),
+            ("listen = \"nowhere\"", &[], "listen:"),
+            ("bus = \" \"", &[], "bus:"),
+            (
+                "",
+                &[("SECBUS_LIMITS__MAX_BODY_BYTES", "0")],
+                "limits.max_body_bytes:",
+            ),
+            (
+                "[stream]\nheartbeat_secs = 0",
+                &[],
+                "stream.heartbeat_secs:",
+            ),
+            ("[stream]\nbuffer_events = 0", &[], "stream.buffer_events:"),
+            (
+                "[rate_limit]\nevents_per_second = -1.0",
+                &[],
+                "rate_limit.events_per_second:",
+            ),
+            ("[rate_limit]\nburst = 10.0", &[], "rate_limit.burst:"),
+            (
+                "[metrics]\nconsumer_groups = [\"\"]",
+                &[],
+                "metrics.consumer_groups[0]:",
+            ),
+        ];
+        for (text, env, expected) in cases {
+            let e = refused(text, env);
+            assert!(e.starts_with(expected), "{text:?} {env:?}: {e}");
+        }
+        let key = |name: &str, roles: &str, hash: &str| {
+            format!(
+                "[[keys]]\nname = \"{name}\"\ntenant = \"acme\"\nroles = {roles}\nhash = \"{hash}\"\n"
+            )
+        };
+        let good_hash = super::super::api_key::hash_key("sbk_test");
+        let one = key("a", "[\"read\"]", &good_hash);
+        let e = refused(&format!("{one}{}", key("b", "[\"read\"]", "md5:x")), &[]);
+        assert!(e.starts_with("keys[1].hash:"), "{e}");
+        let e = refused(&format!("{one}{}", key("a", "[\"read\"]", &good_hash)), &[]);
+        assert!(e.starts_with("keys[1].name:"), "{e}");
+        let e = refused(&key("a", "[]", &good_hash), &[]);
+        assert!(e.starts_with("keys[0].roles:"), "{e}");
+        let e = refused(&key("a", "[\"root\"]", &good_hash), &[]);
+        assert!(e.starts_with("keys[0].roles:") && e.contains("root"), "{e}");
+        let e = refused(
+            "[[keys]]\nname = \"a\"\ntenant = \"acme\"\nroles = [\"read\"]",
             &[],
-        )
-        .unwrap_err();
-        assert!(e.0.starts_with("keys[0].hash:"), "{e}");
-        let e = parse(
-            "[[keys]]\nname = \"k\"\ntenant = \"acme\"\nroles = [\"root\"]\nhash = \"x\"",
+        );
+        assert!(e.starts_with("keys[0]:") && e.contains("hash"), "{e}");
+        let e = refused(
+            &key("a", "[\"read\"]", &good_hash).replace("acme", "Not A Tenant!"),
             &[],
-        )
-        .unwrap_err();
-        assert!(e.0.contains("root"), "{e}");
+        );
+        assert!(e.starts_with("keys[0].tenant:"), "{e}");
+        assert!(parse(&one, &[]).is_ok());
     }
 }

@@ -100,6 +100,7 @@ pub(crate) fn status_of(code: &str) -> StatusCode {
         | "invalid_options"
         | "invalid_query" => StatusCode::BAD_REQUEST,
         "engine_unavailable" | "closed" | "full" | "timeout" => StatusCode::SERVICE_UNAVAILABLE,
+        "unsupported" => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -128,6 +129,7 @@ pub(crate) const CODES: &[&str] = &[
     "closed",
     "full",
     "timeout",
+    "unsupported",
     "engine_error",
     "io_error",
 ];

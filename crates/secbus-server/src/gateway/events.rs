@@ -52,15 +52,23 @@ fn refused(state: &AppState, e: ApiError, n: u64) -> ApiError {
     e
 }
 
+/// The caller of a publish route, with refusals of the key counted like any
+/// other refused event.
+fn publisher(state: &AppState, caller: Result<Caller, ApiError>) -> ApiResult<Caller> {
+    caller
+        .and_then(|c| c.require(Role::Publish).map(|()| c))
+        .map_err(|e| refused(state, e, 1))
+}
+
 /// `POST /v1/events`.
 pub(crate) async fn publish_one(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let started = Instant::now();
-    caller.require(Role::Publish)?;
+    let caller = publisher(&state, caller)?;
     let result = async {
         let mode = decode::mode(&headers)?;
         let bytes = decode::read_body(body, state.config.limits.max_body_bytes).await?;
@@ -101,12 +109,12 @@ pub(crate) async fn publish_one(
 /// `POST /v1/events/batch`: all or nothing.
 pub(crate) async fn publish_batch(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<BatchAccepted>)> {
     let started = Instant::now();
-    caller.require(Role::Publish)?;
+    let caller = publisher(&state, caller)?;
     let (events, result) = match decode_batch(&state, &caller, &headers, body).await {
         Ok(events) => {
             let n = events.len();

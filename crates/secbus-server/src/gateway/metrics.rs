@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
+use secbus::ErrorKind;
 
 use super::state::AppState;
 
@@ -163,7 +164,29 @@ async fn refresh(state: &AppState) {
     refresh_consumer_lag(state).await;
 }
 
-/// Consumer lag per group: the library does not report it yet. Once `Bus`
-/// offers a lag query, set `state.metrics.consumer_lag` here, labelled
-/// `tenant` and `group`, for every group of the tenants in `state.keys`.
-async fn refresh_consumer_lag(_state: &AppState) {}
+/// Consumer lag per configured group, for every tenant with a key. A group the
+/// engine does not know yet (nothing subscribed) has no series; an engine that
+/// cannot tell reports none.
+async fn refresh_consumer_lag(state: &AppState) {
+    for tenant in state.keys.tenants() {
+        for group in &state.config.metrics.consumer_groups {
+            match state.bus.group_lag(&tenant, group).await {
+                Ok(lag) => {
+                    state
+                        .metrics
+                        .consumer_lag
+                        .get_or_create(&vec![
+                            ("tenant".to_owned(), tenant.as_str().to_owned()),
+                            ("group".to_owned(), group.clone()),
+                        ])
+                        .set(i64::try_from(lag.total()).unwrap_or(i64::MAX));
+                }
+                Err(e) if e.kind() == ErrorKind::Unsupported => return,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::debug!(tenant_id = %tenant, group, code = e.code(), "group lag unavailable");
+                }
+            }
+        }
+    }
+}

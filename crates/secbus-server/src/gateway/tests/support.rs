@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use secbus::Bus;
+use secbus::{Bus, BusConfig};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -54,8 +54,20 @@ impl Harness {
     pub(super) async fn on(bus: &str, adjust: impl FnOnce(&mut GatewayConfig)) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = bus.replace("{dir}", &dir.path().display().to_string());
+        let bus = Bus::connect_with(&url, bus_config(&dir))
+            .await
+            .expect("bus");
+        Harness::over(bus, dir, adjust)
+    }
+
+    /// A gateway on an open `bus`, whose files live in `dir`.
+    pub(super) fn over(
+        bus: Bus,
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut GatewayConfig),
+    ) -> Harness {
         let mut config = GatewayConfig {
-            bus: url.clone(),
+            bus: bus.url().to_owned(),
             ..GatewayConfig::default()
         };
         let mut keys = HashMap::new();
@@ -73,7 +85,6 @@ impl Harness {
         }
         adjust(&mut config);
         config.validate().expect("valid test config");
-        let bus = Bus::connect(&url).await.expect("bus");
         let gate = load_gate(&[]).unwrap_or_else(|_| panic!("the catalog loads"));
         let (state, stop) = AppState::new(bus.clone(), Arc::clone(&gate) as _, config).unwrap();
         Harness {
@@ -176,6 +187,14 @@ impl Harness {
                 None => return ids,
             }
         }
+    }
+}
+
+/// The bus settings of a test: its spool stays in `dir`, not the working directory.
+pub(super) fn bus_config(dir: &tempfile::TempDir) -> BusConfig {
+    BusConfig {
+        spool_dir: dir.path().join("spool"),
+        ..BusConfig::default()
     }
 }
 
