@@ -83,7 +83,10 @@ fn a_changed_byte_in_an_event_is_a_hash_mismatch_at_that_record() {
     let broken = check.broken.as_ref().expect("the change is found");
     assert_eq!((broken.line, broken.seq), (7, Some(7)));
     assert_eq!(broken.file, path);
-    assert!(matches!(broken.why, Breakage::HashMismatch { .. }), "{broken}");
+    assert!(
+        matches!(broken.why, Breakage::HashMismatch { .. }),
+        "{broken}"
+    );
     assert_eq!(check.records, 6);
 }
 
@@ -189,8 +192,7 @@ fn the_chain_goes_on_across_rotated_files() {
     // The second file starts where the first ended.
     let last_of_first: serde_json::Value =
         serde_json::from_str(lines(&files[0]).last().unwrap()).unwrap();
-    let first_of_second: serde_json::Value =
-        serde_json::from_str(&lines(&files[1])[0]).unwrap();
+    let first_of_second: serde_json::Value = serde_json::from_str(&lines(&files[1])[0]).unwrap();
     assert_eq!(first_of_second["prev"], last_of_first["hash"]);
     assert_eq!(
         first_of_second["seq"].as_u64(),
@@ -264,7 +266,10 @@ fn a_root_checks_every_tenant_and_names_the_broken_one() {
         }
     );
     let empty = tempfile::tempdir().unwrap();
-    assert_eq!(verify_path(empty.path()).unwrap_err().code(), "invalid_config");
+    assert_eq!(
+        verify_path(empty.path()).unwrap_err().code(),
+        "invalid_config"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +289,11 @@ async fn the_handler_records_a_groups_events_with_fsync_per_batch() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while workers.stats().handled < 300 {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", workers.stats());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            workers.stats()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stats = workers.shutdown().await.unwrap();

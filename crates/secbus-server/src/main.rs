@@ -38,6 +38,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// API keys for the gateway.
     Keys(cli::keys::KeysArgs),
+    /// The audit trail: verify that it is intact.
+    Audit(cli::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Asyncapi(a) => cli::asyncapi::run(a).await,
             Command::Serve(a) => cli::serve::run(a).await,
             Command::Keys(a) => cli::keys::run(a).await,
+            Command::Audit(a) => cli::audit::run(a).await,
         }
     })
 }

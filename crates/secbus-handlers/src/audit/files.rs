@@ -20,8 +20,8 @@ pub(crate) fn file_index(name: &str) -> Option<u32> {
 
 /// The trail files of a tenant directory, in chain order.
 pub(crate) fn trail_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;

@@ -156,7 +156,10 @@ fn last_record(path: &Path) -> Result<Option<ChainHead>> {
         let start = len.saturating_sub(window);
         file.seek(SeekFrom::Start(start)).map_err(io)?;
         let mut tail = Vec::with_capacity((len - start) as usize);
-        (&mut file).take(len - start).read_to_end(&mut tail).map_err(io)?;
+        (&mut file)
+            .take(len - start)
+            .read_to_end(&mut tail)
+            .map_err(io)?;
         let complete = match tail.iter().rposition(|&b| b == b'\n') {
             Some(end) => end + 1,
             None if start == 0 => 0,

@@ -1,6 +1,7 @@
 //! The subcommands that move events: publish and tail.
 
 pub(crate) mod asyncapi;
+pub(crate) mod audit;
 mod duration;
 mod events_file;
 mod exit;
