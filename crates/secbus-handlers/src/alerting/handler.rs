@@ -186,7 +186,10 @@ fn webhook_body(alert: &Alert<'_>) -> Value {
 /// What a Slack-compatible hook shows.
 fn slack_text(alert: &Alert<'_>) -> String {
     let e = alert.event;
-    let mut text = format!("[secbus] {}: {} for tenant {}", alert.rule.id, e.ty, e.tenant);
+    let mut text = format!(
+        "[secbus] {}: {} for tenant {}",
+        alert.rule.id, e.ty, e.tenant
+    );
     if let Some(s) = alert.facts.severity.and_then(|s| s.alert_word()) {
         text.push_str(&format!(", severity {s}"));
     }
@@ -232,9 +235,7 @@ fn add_failure(data: &mut Map<String, Value>, f: &Failure, will_retry: bool, wai
     let error: String = f.message.chars().take(MAX_ERROR_CHARS).collect();
     data.insert("error".into(), error.into());
     data.insert("will_retry".into(), will_retry.into());
-    if will_retry
-        && let Ok(wait) = chrono::Duration::from_std(wait)
-    {
+    if will_retry && let Ok(wait) = chrono::Duration::from_std(wait) {
         let at = (Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         data.insert("next_attempt_at".into(), at.into());
     }

@@ -37,7 +37,9 @@ impl Output {
     pub(crate) fn new(config: &OutputConfig) -> Result<Output> {
         let at = |what: &str| format!("alerting output {:?}: {what}", config.name);
         if !super::is_name(&config.name) {
-            return Err(Error::config(at("the name must match [a-z0-9][a-z0-9_.-]{0,63}")));
+            return Err(Error::config(at(
+                "the name must match [a-z0-9][a-z0-9_.-]{0,63}",
+            )));
         }
         let url = match (config.kind, &config.url) {
             (OutputKind::Log, None) => None,
@@ -74,7 +76,9 @@ impl Output {
                 return Err(Error::config(at("the webhook secret is empty")));
             }
             (OutputKind::Slack | OutputKind::Log, Some(_)) => {
-                return Err(Error::config(at("only a webhook is signed; remove the secret")));
+                return Err(Error::config(at(
+                    "only a webhook is signed; remove the secret",
+                )));
             }
             _ => {}
         }

@@ -53,10 +53,12 @@ impl Rule {
     pub(crate) fn new(config: &RuleConfig, outputs: &[Arc<Output>]) -> Result<Rule> {
         let at = |what: &str| format!("alerting rule {:?}: {what}", config.id);
         if !super::is_name(&config.id) {
-            return Err(Error::config(at("the id must match [a-z0-9][a-z0-9_.-]{0,63}")));
+            return Err(Error::config(at(
+                "the id must match [a-z0-9][a-z0-9_.-]{0,63}",
+            )));
         }
-        let types = TypePattern::new(config.types.clone())
-            .map_err(|e| Error::config(at(e.message())))?;
+        let types =
+            TypePattern::new(config.types.clone()).map_err(|e| Error::config(at(e.message())))?;
         let tenants = config
             .tenants
             .iter()

@@ -67,13 +67,22 @@ mod tests {
 
     #[test]
     fn words_and_ocsf_ids_map_to_one_order() {
-        assert_eq!(Severity::of(&json!({"severity": "high"})), Some(Severity::High));
-        assert_eq!(Severity::of(&json!({"severity": "Critical"})), Some(Severity::Critical));
+        assert_eq!(
+            Severity::of(&json!({"severity": "high"})),
+            Some(Severity::High)
+        );
+        assert_eq!(
+            Severity::of(&json!({"severity": "Critical"})),
+            Some(Severity::Critical)
+        );
         assert_eq!(
             Severity::of(&json!({"severity_id": 3, "severity": "Medium"})),
             Some(Severity::Medium)
         );
-        assert_eq!(Severity::of(&json!({"severity_id": 1})), Some(Severity::Informational));
+        assert_eq!(
+            Severity::of(&json!({"severity_id": 1})),
+            Some(Severity::Informational)
+        );
         assert_eq!(Severity::of(&json!({"severity_id": 99})), None);
         assert_eq!(Severity::of(&json!({"user": "bob"})), None);
         assert!(Severity::Informational < Severity::Low && Severity::High < Severity::Critical);

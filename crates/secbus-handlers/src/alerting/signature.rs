@@ -44,8 +44,20 @@ mod tests {
             sig,
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert!(verify_signature(b"Jefe", b"what do ya want for nothing?", &sig));
-        assert!(!verify_signature(b"Jefe", b"what do ya want for nothing!", &sig));
-        assert!(!verify_signature(b"jefe", b"what do ya want for nothing?", &sig));
+        assert!(verify_signature(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &sig
+        ));
+        assert!(!verify_signature(
+            b"Jefe",
+            b"what do ya want for nothing!",
+            &sig
+        ));
+        assert!(!verify_signature(
+            b"jefe",
+            b"what do ya want for nothing?",
+            &sig
+        ));
     }
 }
