@@ -44,6 +44,8 @@ enum Command {
     Replay(cli::replay::ReplayArgs),
     /// Play an attack story through a gateway and show what the bus saw.
     Demo(cli::demo::DemoArgs),
+    /// The audit trail: verify that it is intact.
+    Audit(cli::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
             Command::Dlq(a) => cli::dlq::run(a).await,
             Command::Replay(a) => cli::replay::run(a).await,
             Command::Demo(a) => cli::demo::run(a).await,
+            Command::Audit(a) => cli::audit::run(a).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! The subcommands that move events: publish and tail.
 
 pub(crate) mod asyncapi;
+pub(crate) mod audit;
 pub(crate) mod demo;
 pub(crate) mod dlq;
 mod duration;
