@@ -82,6 +82,20 @@ impl std::fmt::Display for ClientError {
     }
 }
 
+/// The body of a batch: the events' JSON in a JSON array.
+pub(crate) fn batch_body(events: &[Event]) -> bytes::Bytes {
+    let mut body = Vec::with_capacity(events.len() * 512);
+    body.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&event.to_json());
+    }
+    body.push(b']');
+    body.into()
+}
+
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     code: String,
@@ -128,15 +142,14 @@ impl GatewayClient {
         &self,
         events: &[Event],
     ) -> Result<Vec<Accepted>, ClientError> {
-        let mut body = Vec::with_capacity(events.len() * 512);
-        body.push(b'[');
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&event.to_json());
-        }
-        body.push(b']');
+        self.publish_batch_body(batch_body(events)).await
+    }
+
+    /// `POST /v1/events/batch` of a body [`batch_body`] made.
+    pub(crate) async fn publish_batch_body(
+        &self,
+        body: bytes::Bytes,
+    ) -> Result<Vec<Accepted>, ClientError> {
         let answer: BatchAccepted = self
             .post(
                 "/v1/events/batch",
@@ -157,9 +170,9 @@ impl GatewayClient {
         &self,
         path: &str,
         content_type: &str,
-        body: Vec<u8>,
+        body: impl Into<bytes::Bytes>,
     ) -> Result<T, ClientError> {
-        let body = bytes::Bytes::from(body);
+        let body: bytes::Bytes = body.into();
         self.send(|| {
             self.http
                 .post(format!("{}{path}", self.base))

@@ -8,17 +8,16 @@ mod summary;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use secbus::{Bus, TenantId};
 
 use super::exit::{self, fail_in};
 use super::gateway_client::GatewayClient;
-use super::schema::load_gate;
 use super::shutdown::Shutdown;
-use crate::gateway::api_key::{KeyEntry, Role, generate_key, hash_key};
 use crate::gateway::config::GatewayConfig;
-use crate::gateway::{AppState, app};
+use crate::gateway::in_process::InProcessGateway;
 use enrichment::Enrichment;
 use story::Story;
 
@@ -74,33 +73,14 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         Ok(bus) => bus,
         Err(e) => return Ok(fail_in(&format!("cannot open the bus {url}"), &e)),
     };
-    let key = generate_key();
-    let config = GatewayConfig {
-        bus: url.clone(),
-        listen: args.listen.clone(),
-        keys: vec![KeyEntry {
-            name: "demo-admin".to_owned(),
-            tenant: tenant.as_str().to_owned(),
-            roles: vec![Role::Admin],
-            hash: hash_key(&key),
-        }],
-        ..GatewayConfig::default()
-    };
-    let gate = load_gate(&[]).map_err(|_| "the event catalog does not load".to_owned())?;
-    let (state, stop) = AppState::new(bus.clone(), Arc::clone(&gate) as _, config)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut stopped = stop.subscribe();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    let base = format!("http://{addr}");
+    let gateway = InProcessGateway::start(
+        bus.clone(),
+        tenant.as_str(),
+        &args.listen,
+        GatewayConfig::default(),
+    )
+    .await?;
+    let (base, key) = (gateway.base(), gateway.key.clone());
     println!(
         "secbus demo: embedded engine in {}, gateway on {base}",
         dir.path().display()
@@ -144,12 +124,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         Shutdown::listen().requested().await;
     }
     drop(enrichment);
-    let _ = stop.send(true);
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("the gateway failed: {e}")),
-        Err(e) => return Err(format!("the gateway task failed: {e}")),
-    }
+    gateway.stop().await?;
     bus.close().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
