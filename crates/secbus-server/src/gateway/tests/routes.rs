@@ -752,3 +752,40 @@ async fn every_code_has_one_status_and_the_document_names_only_known_codes() {
         .unwrap();
     assert!(codes.contains(&answer.body["code"]));
 }
+
+#[tokio::test]
+async fn a_full_batch_at_the_default_limits_passes_and_one_more_event_does_not() {
+    let h = Harness::new().await;
+    // Past axum's own 2 MB default, under the gateway's 4 MiB.
+    let command_line = format!(
+        "powershell.exe -File {}",
+        "C:\\tools\\report.ps1 ".repeat(150)
+    );
+    let events: Vec<Value> = (0..1000)
+        .map(|i| {
+            json!({
+                "specversion": "1.0",
+                "id": new_id(),
+                "source": "edr/test",
+                "type": "endpoint.process.created",
+                "data": {"host": format!("ws-{i}"), "os": "windows",
+                         "image": "C:\\Windows\\powershell.exe", "command_line": command_line}
+            })
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&events).unwrap().len();
+    assert!(bytes > 3 << 20 && bytes < 4 << 20, "{bytes} bytes");
+    let answer = h.publish_batch("acme", &events).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        &answer.text[..answer.text.len().min(600)]
+    );
+    assert_eq!(answer.body["results"].as_array().unwrap().len(), 1000);
+    let mut over = events[..1].to_vec();
+    over.extend((0..1000).map(|i| login_failed(&format!("v{i}"), "203.0.113.9")));
+    let refused = h.publish_batch("acme", &over).await;
+    assert_error(&refused, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
+    assert_eq!(h.stored_ids("acme").await.len(), 1000);
+}
