@@ -1,10 +1,8 @@
 //! `secbus serve` killed with SIGKILL or stopped with SIGTERM while clients
 //! publish: every event that got a 2xx is in the engine afterwards.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -12,84 +10,11 @@ use std::time::{Duration, Instant};
 
 use secbus::{Bus, HistoryQuery, TenantId};
 use secbus_test_servers::NatsServer;
-use sha2::{Digest, Sha256};
 
-const KEY: &str = "sbk_gateway-fault-test-key-0123456789";
+mod gateway_support;
+use gateway_support::{Gateway, post};
+
 const CLIENTS: usize = 4;
-
-/// A `secbus serve` child and the address it listens on.
-struct Gateway {
-    child: Child,
-    addr: String,
-}
-
-impl Gateway {
-    fn start(dir: &Path, bus: &str) -> Gateway {
-        let hash = hex::encode(Sha256::digest(KEY.as_bytes()));
-        let config = dir.join("secbus.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "bus = \"{bus}\"\nlisten = \"127.0.0.1:0\"\n[rate_limit]\nevents_per_second = 0.0\n\
-                 [[keys]]\nname = \"ingest\"\ntenant = \"acme\"\nroles = [\"publish\", \"read\"]\n\
-                 hash = \"sha256:{hash}\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_secbus"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("SECBUS_BUS")
-            .env_remove("SECBUS_LISTEN")
-            .env("SECBUS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("secbus gateway listening on http://") {
-                    let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the gateway says where it listens");
-        Gateway { child, addr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// POSTs `body` and returns the status, or `None` when the connection failed.
-fn post(addr: &str, path: &str, content_type: &str, body: &str) -> Option<u16> {
-    let mut socket = TcpStream::connect(addr).ok()?;
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .ok()?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {KEY}\r\n\
-         content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(request.as_bytes()).ok()?;
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).ok()?;
-    answer.split(' ').nth(1)?.parse().ok()
-}
 
 fn event(id: &str) -> String {
     format!(
