@@ -96,6 +96,9 @@ fn a_key_from_keys_new_admits_its_tenant_and_roles_only() {
     assert!(stderr.contains("root"), "{stderr}");
 }
 
+/// Arguments, environment, and the key the refusal must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn serve_refuses_a_bad_config_naming_the_key_before_it_listens() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,7 +109,7 @@ fn serve_refuses_a_bad_config_naming_the_key_before_it_listens() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+    let cases: [Case; 3] = [
         (
             &["serve", "--config", config],
             &[],
