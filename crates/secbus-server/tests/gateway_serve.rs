@@ -3,7 +3,6 @@
 //! naming the key, and SIGTERM of an idle server exits 0.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -25,22 +24,6 @@ fn secbus(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn stop(mut gateway: Gateway) -> Option<i32> {
-    let term = Command::new("kill")
-        .args(["-TERM", &gateway.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = gateway.child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -80,7 +63,8 @@ fn a_key_from_keys_new_admits_its_tenant_and_roles_only() {
         format!("bus = \"memory:\"\nlisten = \"127.0.0.1:0\"\n{entry}"),
     )
     .unwrap();
-    let gateway = Gateway::spawn(&["serve", "--config", config.to_str().unwrap()], &[]).unwrap();
+    let mut gateway =
+        Gateway::spawn(&["serve", "--config", config.to_str().unwrap()], &[]).unwrap();
     let bearer = format!("Bearer {key}");
     let auth = [("authorization", bearer.as_str())];
     let (status, body) = request(&gateway.addr, "GET", "/v1/events", &auth, "").unwrap();
@@ -89,7 +73,11 @@ fn a_key_from_keys_new_admits_its_tenant_and_roles_only() {
     assert_eq!(status, 403, "no admin role: {body}");
     let (status, _) = request(&gateway.addr, "GET", "/healthz", &[], "").unwrap();
     assert_eq!(status, 200);
-    assert_eq!(stop(gateway), Some(0), "SIGTERM of an idle server exits 0");
+    assert_eq!(
+        gateway.terminate(),
+        Some(0),
+        "SIGTERM of an idle server exits 0"
+    );
 
     let (code, _, stderr) = secbus(&["keys", "new", "--tenant", "acme", "--roles", "root"], &[]);
     assert_eq!(code, Some(2), "{stderr}");

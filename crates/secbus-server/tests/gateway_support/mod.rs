@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -77,6 +77,26 @@ impl Gateway {
                 let _ = child.kill();
                 Err("no answer within 30 s".to_owned())
             }
+        }
+    }
+
+    /// Sends SIGTERM and waits up to 30 s for the exit status.
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop within 30 s of SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
