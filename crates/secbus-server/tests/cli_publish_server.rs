@@ -1,11 +1,11 @@
 //! `secbus publish --server`: a file of events through a running gateway.
 
-mod support;
+mod gateway_support;
 
 use std::process::{Command, Output};
 
 use secbus::{Bus, HistoryQuery, TenantId};
-use support::serve::{Gateway, KEY};
+use gateway_support::{Gateway, KEY};
 
 fn publish(server: &str, key: &str, file: &std::path::Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_secbus"))

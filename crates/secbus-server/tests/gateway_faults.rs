@@ -1,18 +1,17 @@
 //! `secbus serve` killed with SIGKILL or stopped with SIGTERM while clients
 //! publish: every event that got a 2xx is in the engine afterwards.
 
-mod support;
-
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secbus::{Bus, HistoryQuery, TenantId};
 use secbus_test_servers::NatsServer;
-use support::serve::{Gateway, post};
+
+mod gateway_support;
+use gateway_support::{Gateway, post};
 
 const CLIENTS: usize = 4;
 
@@ -152,23 +151,7 @@ async fn sigterm_during_ingest_exits_0_with_every_acknowledged_event_stored() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = ingest(&gateway.addr, stop.clone());
     thread::sleep(INGEST_BEFORE_SIGNAL);
-    let term = Command::new("kill")
-        .args(["-TERM", &gateway.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = gateway.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop within 30 s of SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    assert_eq!(gateway.terminate(), Some(0), "SIGTERM is a clean stop");
     stop.store(true, Ordering::Relaxed);
     let acked = clients.join().unwrap();
     assert!(acked.len() > 50, "the clients got going: {}", acked.len());

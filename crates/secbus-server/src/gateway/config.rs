@@ -392,8 +392,10 @@ mod tests {
         let example: toml::Table = EXAMPLE.parse().unwrap();
         let mut in_example = Vec::new();
         key_paths("", &example, &mut in_example);
-        let mut defaults = GatewayConfig::default();
-        defaults.keys = config.keys.clone();
+        let defaults = GatewayConfig {
+            keys: config.keys.clone(),
+            ..GatewayConfig::default()
+        };
         let defaults = toml::Table::try_from(&defaults).unwrap();
         let mut expected = Vec::new();
         key_paths("", &defaults, &mut expected);
@@ -457,10 +459,13 @@ mod tests {
         assert_eq!(config.metrics.consumer_groups, ["detect", "audit"]);
     }
 
+    /// A file, an environment, and how the refusal starts.
+    type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
     #[test]
     fn unknown_and_bad_keys_are_refused_by_name() {
         let refused = |text: &str, env: &[(&str, &str)]| parse(text, env).unwrap_err().0;
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[Refusal] = &[
             (
                 "[limits]\nbatch_max_event = 3",
                 &[],

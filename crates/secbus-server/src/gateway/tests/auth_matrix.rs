@@ -169,3 +169,74 @@ async fn one_tenant_never_sees_or_touches_anothers_events() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_body_naming_another_tenant_is_refused_in_every_mode_for_every_publishing_key() {
+    let h = Harness::with(|c| c.rate_limit.events_per_second = 0.0).await;
+    let mut checked = 0;
+    for tenant in TENANTS {
+        let other = TENANTS.iter().find(|t| **t != tenant).unwrap();
+        for role in [Role::Publish, Role::Admin] {
+            let key = h.key(tenant, role).to_owned();
+            let mut forged = login_failed("bob", "203.0.113.9");
+            forged["tenantid"] = json!(other);
+            let structured = h
+                .call(
+                    Method::POST,
+                    "/v1/events",
+                    Some(&key),
+                    Some((
+                        "application/cloudevents+json",
+                        serde_json::to_vec(&forged).unwrap(),
+                    )),
+                )
+                .await;
+            let batch = h
+                .call(
+                    Method::POST,
+                    "/v1/events/batch",
+                    Some(&key),
+                    Some((
+                        "application/cloudevents-batch+json",
+                        serde_json::to_vec(&json!([login_failed("ok", "203.0.113.9"), forged]))
+                            .unwrap(),
+                    )),
+                )
+                .await;
+            let binary = axum::http::Request::post("/v1/events")
+                .header("authorization", format!("Bearer {key}"))
+                .header("ce-specversion", "1.0")
+                .header("ce-id", super::support::new_id())
+                .header("ce-source", "idp/test")
+                .header("ce-type", "auth.login.failed")
+                .header("ce-tenantid", *other)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    r#"{"user":"bob","src_ip":"198.51.100.7","reason":"bad_password"}"#,
+                ))
+                .unwrap();
+            let binary = h.send(binary).await;
+            for (mode, answer) in [
+                ("structured", structured),
+                ("batch", batch),
+                ("binary", binary),
+            ] {
+                assert_eq!(
+                    (answer.status, answer.body["code"].as_str()),
+                    (StatusCode::FORBIDDEN, Some("tenant_mismatch")),
+                    "{tenant}/{} {mode}: {}",
+                    role.name(),
+                    answer.text
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 2 * 3);
+    for tenant in TENANTS {
+        assert!(
+            h.stored_ids(tenant).await.is_empty(),
+            "{tenant} stored nothing"
+        );
+    }
+}

@@ -632,3 +632,160 @@ async fn the_openapi_document_describes_every_route() {
     let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(operations, ROUTES.len());
 }
+
+#[tokio::test]
+async fn a_202_on_the_embedded_engine_means_stored_on_disk() {
+    let h = Harness::on("embedded:{dir}/bus", |_| {}).await;
+    let one = login_failed("bob", "203.0.113.9");
+    let answer = h.publish("acme", &one).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    let batch: Vec<Value> = (0..5)
+        .map(|i| login_failed(&format!("u{i}"), "203.0.113.9"))
+        .collect();
+    let answer = h.publish_batch("acme", &batch).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    let sequences: Vec<u64> = answer.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [2, 3, 4, 5, 6]);
+    h.bus.close().await.unwrap();
+
+    // A fresh process on the same folder reads back exactly what got a 202.
+    let url = format!("embedded:{}/bus", h.dir().display());
+    let reopened = secbus::Bus::connect(&url).await.unwrap();
+    let page = reopened
+        .history(&secbus::HistoryQuery::new(
+            secbus::TenantId::new("acme").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let stored: Vec<&str> = page.events.iter().map(|(_, e)| e.id.as_str()).collect();
+    let sent: Vec<&str> = std::iter::once(&one)
+        .chain(&batch)
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, sent);
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_code_has_one_status_and_the_document_names_only_known_codes() {
+    use crate::gateway::error::{CODES, status_of};
+    let expected = [
+        ("unauthorized", 401),
+        ("forbidden", 403),
+        ("tenant_mismatch", 403),
+        ("not_found", 404),
+        ("payload_too_large", 413),
+        ("batch_too_large", 413),
+        ("event_too_large", 413),
+        ("unsupported_media_type", 415),
+        ("rate_limited", 429),
+        ("schema_violation", 422),
+        ("unknown_event_type", 422),
+        ("secret_detected", 422),
+        ("malformed_json", 400),
+        ("invalid_query", 400),
+        ("engine_unavailable", 503),
+        ("unsupported", 501),
+        ("engine_error", 500),
+    ];
+    for (code, status) in expected {
+        assert!(CODES.contains(&code), "{code} is documented");
+        assert_eq!(status_of(code).as_u16(), status, "{code}");
+    }
+    for route in ROUTES {
+        for code in route.errors {
+            assert!(
+                CODES.contains(code),
+                "{} answers {code}, not in CODES",
+                route.path
+            );
+            assert!(
+                !status_of(code).is_server_error() || *code == "engine_unavailable",
+                "{} lists {code}, which maps to {}",
+                route.path,
+                status_of(code)
+            );
+        }
+    }
+    let h = Harness::new().await;
+    let doc = h
+        .call(Method::GET, "/v1/openapi.json", None, None)
+        .await
+        .body;
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        assert!(path.starts_with('/'), "{path}");
+        for (method, op) in item.as_object().unwrap() {
+            assert!(["get", "post", "delete"].contains(&method.as_str()));
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()));
+            for (status, response) in op["responses"].as_object().unwrap() {
+                assert!(status.parse::<u16>().is_ok(), "{path} {status}");
+                assert!(response["description"].is_string(), "{path} {status}");
+            }
+            for requirement in op["security"].as_array().unwrap() {
+                for name in requirement.as_object().unwrap().keys() {
+                    assert!(schemes.contains_key(name), "{path}: scheme {name}");
+                }
+            }
+            for p in op["parameters"].as_array().unwrap() {
+                if p["in"] == "path" {
+                    assert!(path.contains(&format!("{{{}}}", p["name"].as_str().unwrap())));
+                }
+            }
+        }
+    }
+    // An error answer has exactly the shape the document describes.
+    let answer = h.get("/v1/events?limit=0", "acme", Role::Read).await;
+    let required = doc["components"]["schemas"]["Error"]["required"]
+        .as_array()
+        .unwrap();
+    for key in required {
+        assert!(answer.body.get(key.as_str().unwrap()).is_some(), "{key}");
+    }
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap();
+    assert!(codes.contains(&answer.body["code"]));
+}
+
+#[tokio::test]
+async fn a_full_batch_at_the_default_limits_passes_and_one_more_event_does_not() {
+    let h = Harness::new().await;
+    // Past axum's own 2 MB default, under the gateway's 4 MiB.
+    let command_line = format!(
+        "powershell.exe -File {}",
+        "C:\\tools\\report.ps1 ".repeat(150)
+    );
+    let events: Vec<Value> = (0..1000)
+        .map(|i| {
+            json!({
+                "specversion": "1.0",
+                "id": new_id(),
+                "source": "edr/test",
+                "type": "endpoint.process.created",
+                "data": {"host": format!("ws-{i}"), "os": "windows",
+                         "image": "C:\\Windows\\powershell.exe", "command_line": command_line}
+            })
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&events).unwrap().len();
+    assert!(bytes > 3 << 20 && bytes < 4 << 20, "{bytes} bytes");
+    let answer = h.publish_batch("acme", &events).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        &answer.text[..answer.text.len().min(600)]
+    );
+    assert_eq!(answer.body["results"].as_array().unwrap().len(), 1000);
+    let mut over = events[..1].to_vec();
+    over.extend((0..1000).map(|i| login_failed(&format!("v{i}"), "203.0.113.9")));
+    let refused = h.publish_batch("acme", &over).await;
+    assert_error(&refused, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
+    assert_eq!(h.stored_ids("acme").await.len(), 1000);
+}

@@ -96,6 +96,11 @@ impl Harness {
         }
     }
 
+    /// The temp dir the bus's files live in.
+    pub(super) fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The key of `tenant` with only `role`.
     pub(super) fn key(&self, tenant: &str, role: Role) -> &str {
         &self.keys[&(tenant.to_owned(), role.name())]
