@@ -86,6 +86,7 @@ pub struct Detector {
     limits: StateLimits,
     state_cap_hits: AtomicU64,
     max_timespan_secs: u64,
+    feeds_only: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -104,8 +105,9 @@ impl Detector {
             max_state_entries: limits.max_state_entries,
             // One finding per threshold reached: the window starts again.
             action_on_match: CorrelationAction::Reset,
-            // Rules that only feed correlations (generate: false) raise nothing alone.
-            emit_detections: false,
+            // Rules that only feed correlations are filtered here (see
+            // `feeds_only`): the engine's own filter matches ids only.
+            emit_detections: true,
             correlation_event_mode: CorrelationEventMode::Refs,
             max_correlation_events: limits.max_contributing_events,
             ..CorrelationConfig::default()
@@ -117,10 +119,8 @@ impl Detector {
             CATEGORY_FIELD,
         )));
         let mut info = HashMap::new();
-        for rule in &rules.collection.rules {
-            engine
-                .add_rule(rule)
-                .map_err(|e| DetectError::Rules(format!("{}: {e}", rule.title)))?;
+        let mut collection = rules.collection.clone();
+        for rule in &collection.rules {
             let key = rule.id.clone().unwrap_or_else(|| rule.title.clone());
             info.insert(
                 key,
@@ -130,14 +130,10 @@ impl Detector {
                 },
             );
         }
-        for corr in &rules.collection.correlations {
-            let mut corr = corr.clone();
+        for corr in &mut collection.correlations {
             if !corr.group_by.iter().any(|g| g == TENANT_FIELD) {
                 corr.group_by.push(TENANT_FIELD.to_owned());
             }
-            engine
-                .add_correlation(&corr)
-                .map_err(|e| DetectError::Rules(format!("correlation {}: {e}", corr.title)))?;
             let key = corr.id.clone().unwrap_or_else(|| corr.title.clone());
             info.insert(
                 key,
@@ -147,14 +143,26 @@ impl Detector {
                 },
             );
         }
-        for filter in &rules.collection.filters {
-            engine
-                .add_collection(&rsigma_parser::SigmaCollection {
-                    filters: vec![filter.clone()],
-                    ..Default::default()
-                })
-                .map_err(|e| DetectError::Rules(format!("filter {}: {e}", filter.title)))?;
+        // Rules a correlation refers to (by id or name) without `generate:
+        // true` only feed it: alone they raise nothing.
+        let mut referenced = std::collections::HashSet::new();
+        for corr in &collection.correlations {
+            if !corr.generate {
+                referenced.extend(corr.rules.iter().cloned());
+            }
         }
+        let feeds_only = collection
+            .rules
+            .iter()
+            .filter(|r| {
+                r.id.as_ref().is_some_and(|id| referenced.contains(id))
+                    || r.name.as_ref().is_some_and(|n| referenced.contains(n))
+            })
+            .map(|r| r.id.clone().unwrap_or_else(|| r.title.clone()))
+            .collect();
+        engine
+            .add_collection(&collection)
+            .map_err(|e| DetectError::Rules(e.to_string()))?;
         let max_timespan_secs = engine
             .introspect()
             .correlations
@@ -163,6 +171,7 @@ impl Detector {
             .max()
             .unwrap_or(0);
         Ok(Detector {
+            feeds_only,
             max_timespan_secs,
             engine,
             mapping,
@@ -217,12 +226,15 @@ impl Detector {
         }
         results
             .into_iter()
-            .map(|r| {
+            .filter_map(|r| {
                 let key = r
                     .header
                     .rule_id
                     .clone()
                     .unwrap_or_else(|| r.header.rule_title.clone());
+                if r.is_detection() && self.feeds_only.contains(&key) {
+                    return None;
+                }
                 let info = self.info.get(&key);
                 let correlation = match &r.body {
                     ResultBody::Detection(_) => None,
@@ -238,16 +250,25 @@ impl Detector {
                         })
                     }
                 };
-                Finding {
+                Some(Finding {
                     rule_id: key.clone(),
                     title: r.header.rule_title.clone(),
                     description: info.and_then(|i| i.description.clone()),
                     level: r.header.level.map_or("medium", |l| l.as_str()),
-                    tags: r.header.tags.clone(),
+                    tags: unique(&r.header.tags),
                     category: info.and_then(|i| i.category.clone()),
                     correlation,
-                }
+                })
             })
             .collect()
     }
+}
+
+/// `tags` without repeats, in order (a finding's labels are a set).
+fn unique(tags: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    tags.iter()
+        .filter(|t| seen.insert(t.as_str()))
+        .cloned()
+        .collect()
 }

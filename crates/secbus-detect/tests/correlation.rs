@@ -89,6 +89,11 @@ fn ten_failures_for_one_user_within_five_minutes_fire_once_on_the_tenth() {
         .collect();
     let results = run(&mut d, &events);
     assert_eq!(
+        results.iter().map(Vec::len).sum::<usize>(),
+        1,
+        "rules that only feed correlations raise nothing alone"
+    );
+    assert_eq!(
         fired(&results, BRUTE_FORCE),
         vec![9],
         "the tenth fires, the nine before do not, the window restarts"

@@ -1,0 +1,142 @@
+//! The detection worker on a durable bus with the contracts gate: findings
+//! go back on the bus as valid `detection.finding` events, and correlation
+//! state is rebuilt after a restart by replaying the window from the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use secbus::{Bus, Event, EventType, HistoryQuery, Publisher, TenantId, TypePattern};
+use secbus_contracts::{ContractsConfig, ContractsGate};
+use secbus_detect::{DetectionConfig, DetectionWorker};
+use serde_json::json;
+
+fn config() -> DetectionConfig {
+    DetectionConfig::new(
+        vec![concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into()],
+        vec!["acme".into(), "globex".into()],
+    )
+}
+
+fn failed(tenant: &str, user: &str, i: i64) -> Event {
+    Event::builder(
+        EventType::new("auth.login.failed").unwrap(),
+        TenantId::new(tenant).unwrap(),
+    )
+    .source("idp/test")
+    .time(Utc::now() + chrono::Duration::milliseconds(i))
+    .data(json!({"user": user, "src_ip": "203.0.113.9", "reason": "bad_password"}))
+    .build()
+    .unwrap()
+}
+
+async fn findings(bus: &Bus, tenant: &str) -> Vec<Event> {
+    let mut q = HistoryQuery::new(TenantId::new(tenant).unwrap());
+    q.types = TypePattern::new("detection.finding").unwrap();
+    q.limit = 1000;
+    bus.history(&q)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|(_, e)| (*e).clone())
+        .collect()
+}
+
+async fn wait_for(bus: &Bus, tenant: &str, n: usize) -> Vec<Event> {
+    for _ in 0..100 {
+        let f = findings(bus, tenant).await;
+        if f.len() >= n {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    findings(bus, tenant).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_worker_rebuilds_the_window_and_fires_once_on_the_tenth_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded:{}", dir.path().join("bus").display());
+    let gate = Arc::new(ContractsGate::from_config(&ContractsConfig::default()).unwrap());
+    let bus = Bus::connect(&url).await.unwrap().with_gate(gate);
+
+    let worker = DetectionWorker::spawn(&bus, &config()).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let e = failed("acme", "bob", i);
+        sent.push(e.clone());
+        bus.publish(e).await.unwrap();
+        // Globex's failures for a user of the same name interleave.
+        bus.publish(failed("globex", "bob", i)).await.unwrap();
+    }
+    let stats = worker.stats();
+    for _ in 0..100 {
+        if stats.events.load(std::sync::atomic::Ordering::Relaxed) >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await.unwrap();
+
+    // While no worker runs, four more: ten for acme's bob in all.
+    for i in 6..10 {
+        let e = failed("acme", "bob", i);
+        sent.push(e.clone());
+        bus.publish(e).await.unwrap();
+    }
+    let early = findings(&bus, "acme").await;
+    assert!(
+        early.is_empty(),
+        "{:?}",
+        early.iter().map(|e| e.data()).collect::<Vec<_>>()
+    );
+
+    let worker = DetectionWorker::spawn(&bus, &config()).await.unwrap();
+    let raised = wait_for(&bus, "acme", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let raised_after = findings(&bus, "acme").await;
+    worker.stop().await.unwrap();
+
+    assert_eq!(raised.len(), 1, "one finding: {raised:?}");
+    assert_eq!(
+        raised_after.len(),
+        1,
+        "and no second one for events delivered again"
+    );
+    let finding = &raised[0];
+    let tenth = &sent[9];
+    assert_eq!(
+        finding.causationid.as_deref(),
+        Some(tenth.id.as_str()),
+        "caused by the tenth failure"
+    );
+    assert_eq!(
+        finding.correlationid, tenth.correlationid,
+        "the correlation is inherited"
+    );
+    let data = finding.data().unwrap();
+    assert_eq!(data["class_uid"], 2004);
+    assert_eq!(
+        data["finding_info"]["analytic"]["uid"],
+        "6c1f0a52-3b1e-4c55-9a4e-1d0b8e1f7a10"
+    );
+    assert_eq!(data["unmapped"]["correlation_type"], "event_count");
+    assert_eq!(data["unmapped"]["group_by"]["tenantid"], "acme");
+    let related: Vec<&str> = data["finding_info"]["related_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        related,
+        sent.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        "all ten contributing events"
+    );
+    assert!(
+        findings(&bus, "globex").await.is_empty(),
+        "globex had six failures only"
+    );
+    bus.close().await.unwrap();
+}
