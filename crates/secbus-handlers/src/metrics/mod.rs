@@ -140,18 +140,19 @@ impl HandlerMetrics {
         ]
     }
 
-    /// The `group_lag` gauge of `group` of `tenant`, as last refreshed.
-    pub fn group_lag(&self, tenant: &TenantId, group: &str) -> i64 {
+    /// The `group_lag` gauge of `group` of `tenant`, as last refreshed;
+    /// `None` before the group's lag was read.
+    pub fn group_lag(&self, tenant: &TenantId, group: &str) -> Option<i64> {
         self.lag
-            .get_or_create(&Self::group_labels(tenant, group))
-            .get()
+            .get(&Self::group_labels(tenant, group))
+            .map(|g| g.get())
     }
 
     /// The `dead_letter_depth` gauge of `tenant`, as last refreshed.
-    pub fn dead_letter_depth(&self, tenant: &TenantId) -> i64 {
+    pub fn dead_letter_depth(&self, tenant: &TenantId) -> Option<i64> {
         self.dead_letters
-            .get_or_create(&vec![("tenant".to_owned(), tenant.as_str().to_owned())])
-            .get()
+            .get(&vec![("tenant".to_owned(), tenant.as_str().to_owned())])
+            .map(|g| g.get())
     }
 
     /// Reads the lag of `groups` of each tenant and each tenant's dead
