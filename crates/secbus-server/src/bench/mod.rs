@@ -5,6 +5,7 @@
 //! report. Adding a scenario is one module with a `run` function and one entry
 //! in [`SCENARIOS`].
 
+mod audit;
 mod consume;
 mod consumer;
 mod contracts;
@@ -61,6 +62,12 @@ const SCENARIOS: &[Scenario] = &[
         about: "the secret scan of a 1 KB event's data, one thread",
         applies: contracts::applies,
         run: contracts::run_secrets,
+    },
+    Scenario {
+        name: audit::NAME,
+        about: "the audit handler (fsync per batch) reading N stored events, against a handler doing nothing",
+        applies: audit::applies,
+        run: audit::run,
     },
 ];
 
