@@ -1,6 +1,7 @@
 //! The workers a handler runs as, stopped together.
 
 use secbus::handler::{WorkerHandle, WorkerStats};
+use tokio::task::JoinHandle;
 
 use crate::error::Result;
 
@@ -8,11 +9,17 @@ use crate::error::Result;
 #[derive(Debug, Default)]
 pub struct Workers {
     handles: Vec<WorkerHandle>,
+    /// Background tasks of the handler (metric refreshes), stopped on shutdown.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
     pub(crate) fn push(&mut self, handle: WorkerHandle) {
         self.handles.push(handle);
+    }
+
+    pub(crate) fn push_task(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
     }
 
     /// How many workers run.
@@ -36,6 +43,9 @@ impl Workers {
     /// Stops taking deliveries, lets the calls under way finish and settle,
     /// and returns what was done.
     pub async fn shutdown(self) -> Result<WorkerStats> {
+        for task in &self.tasks {
+            task.abort();
+        }
         let mut total = WorkerStats::default();
         for handle in self.handles {
             total = add(total, handle.shutdown().await?);

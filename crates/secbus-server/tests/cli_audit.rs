@@ -121,3 +121,42 @@ fn a_path_without_a_trail_exits_2() {
     let out = verify(&[empty.path().join("missing").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn the_audit_bench_scenario_reports_the_cost_per_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secbus"))
+        .args([
+            "bench",
+            "--bus",
+            "embedded:",
+            "--scenario",
+            "audit",
+            "--events",
+            "2000",
+            "--json",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("secbus runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["scenario"], "audit");
+    assert_eq!(report["events"], 2000);
+    assert_eq!(report["fsync"], "batch");
+    for field in [
+        "ours_per_s",
+        "raw_per_s",
+        "ratio",
+        "direct_trail_per_s",
+        "verify_per_s",
+    ] {
+        let v = report[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} in {report}"));
+        assert!(v > 0.0 && v.is_finite(), "{field} = {v}");
+    }
+    // The bench removes its trail and its bus.
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -4,8 +4,8 @@ mod gateway_support;
 
 use std::process::{Command, Output};
 
-use secbus::{Bus, HistoryQuery, TenantId};
 use gateway_support::{Gateway, KEY};
+use secbus::{Bus, HistoryQuery, TenantId};
 
 fn publish(server: &str, key: &str, file: &std::path::Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_secbus"))

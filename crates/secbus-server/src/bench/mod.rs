@@ -5,6 +5,7 @@
 //! report. Adding a scenario is one module with a `run` function and one entry
 //! in [`SCENARIOS`].
 
+mod audit;
 mod consume;
 mod consumer;
 mod contracts;
@@ -75,6 +76,12 @@ const SCENARIOS: &[Scenario] = &[
         about: "latency POST /v1/events adds over a library publish, at 1,000 requests/s",
         applies: gateway_single::applies,
         run: gateway_single::run,
+    },
+    Scenario {
+        name: audit::NAME,
+        about: "the audit handler (fsync per batch) reading N stored events, against a handler doing nothing",
+        applies: audit::applies,
+        run: audit::run,
     },
 ];
 
