@@ -262,6 +262,9 @@ pub(crate) fn app(state: AppState) -> Router {
             router.route(route.path, (route.handler)())
         })
         .fallback(|| async { ApiError::new("not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new("method_not_allowed", "the route does not take this method")
+        })
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

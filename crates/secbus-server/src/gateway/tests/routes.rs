@@ -789,3 +789,35 @@ async fn a_full_batch_at_the_default_limits_passes_and_one_more_event_does_not()
     assert_error(&refused, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
     assert_eq!(h.stored_ids("acme").await.len(), 1000);
 }
+
+#[tokio::test]
+async fn a_wrong_method_or_an_undecodable_path_gets_the_one_error_shape() {
+    let h = Harness::new().await;
+    for (method, path) in [
+        (Method::PUT, "/v1/events"),
+        (Method::DELETE, "/v1/events/batch"),
+        (Method::POST, "/healthz"),
+    ] {
+        let answer = h.call(method.clone(), path, None, None).await;
+        assert_error(
+            &answer,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        );
+    }
+    let read = h.key("acme", Role::Read).to_owned();
+    let admin = h.key("acme", Role::Admin).to_owned();
+    for (method, path, key) in [
+        (Method::GET, "/v1/correlations/%FF%FE", &read),
+        (Method::POST, "/v1/dlq/%FF/redrive", &admin),
+        (Method::DELETE, "/v1/dlq/%FF", &admin),
+    ] {
+        let answer = h.call(method, path, Some(key), None).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    }
+    // Without a key the same paths answer 401 first.
+    let answer = h
+        .call(Method::GET, "/v1/correlations/%FF", None, None)
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
