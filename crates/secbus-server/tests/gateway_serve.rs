@@ -124,3 +124,30 @@ fn serve_refuses_a_bad_config_naming_the_key_before_it_listens() {
         assert!(!stderr.contains("listening"), "{stderr}");
     }
 }
+
+#[test]
+fn request_logs_never_carry_a_key_from_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("secbus.toml");
+    std::fs::write(&config, "bus = \"memory:\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut gateway = Gateway::spawn(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[("SECBUS_LOG", "debug")],
+    )
+    .unwrap();
+    let secret = "sbk_this-key-must-not-be-logged";
+    for path in [
+        format!("/v1/events?api_key={secret}"),
+        format!("/v1/stream?api_key={secret}"),
+    ] {
+        let (status, _) = request(&gateway.addr, "GET", &path, &[], "").unwrap();
+        assert_eq!(status, 401, "{path}");
+    }
+    assert_eq!(gateway.terminate(), Some(0));
+    let log = gateway.stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("/v1/stream"),
+        "requests are logged at debug:\n{log}"
+    );
+    assert!(!log.contains(secret), "a key leaked into the log:\n{log}");
+}

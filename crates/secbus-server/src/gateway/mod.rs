@@ -265,6 +265,15 @@ pub(crate) fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new("method_not_allowed", "the route does not take this method")
         })
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query may carry `api_key`.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path()
+                )
+            }),
+        )
         .with_state(state)
 }
