@@ -38,14 +38,28 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// API keys for the gateway.
     Keys(cli::keys::KeysArgs),
+    /// Dead letters: list, redrive, delete.
+    Dlq(cli::dlq::DlqArgs),
+    /// A tenant's stored events, filtered, to a file or stdout.
+    Replay(cli::replay::ReplayArgs),
+    /// Play an attack story through a gateway and show what the bus saw.
+    Demo(cli::demo::DemoArgs),
+    /// The audit trail: verify that it is intact.
+    Audit(cli::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The demo dead-letters an event on purpose: its summary says so, a
+    // warning line in the middle of it would only be noise.
+    let default_filter = match args.command {
+        Command::Demo(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SECBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,6 +79,10 @@ fn main() -> ExitCode {
             Command::Asyncapi(a) => cli::asyncapi::run(a).await,
             Command::Serve(a) => cli::serve::run(a).await,
             Command::Keys(a) => cli::keys::run(a).await,
+            Command::Dlq(a) => cli::dlq::run(a).await,
+            Command::Replay(a) => cli::replay::run(a).await,
+            Command::Demo(a) => cli::demo::run(a).await,
+            Command::Audit(a) => cli::audit::run(a).await,
         }
     })
 }

@@ -8,6 +8,8 @@
 mod consume;
 mod consumer;
 mod contracts;
+mod gateway_batch;
+mod gateway_single;
 mod hot_path;
 mod output;
 mod payload;
@@ -61,6 +63,18 @@ const SCENARIOS: &[Scenario] = &[
         about: "the secret scan of a 1 KB event's data, one thread",
         applies: contracts::applies,
         run: contracts::run_secrets,
+    },
+    Scenario {
+        name: gateway_batch::NAME,
+        about: "POST /v1/events/batch of 500 events from 4 clients against the engine's raw publish",
+        applies: gateway_batch::applies,
+        run: gateway_batch::run,
+    },
+    Scenario {
+        name: gateway_single::NAME,
+        about: "latency POST /v1/events adds over a library publish, at 1,000 requests/s",
+        applies: gateway_single::applies,
+        run: gateway_single::run,
     },
 ];
 

@@ -1,12 +1,17 @@
 //! The subcommands that move events: publish and tail.
 
 pub(crate) mod asyncapi;
+pub(crate) mod audit;
+pub(crate) mod demo;
+pub(crate) mod dlq;
 mod duration;
 mod events_file;
 mod exit;
+pub(crate) mod gateway_client;
 pub(crate) mod keys;
 mod pretty;
 pub(crate) mod publish;
+pub(crate) mod replay;
 pub(crate) mod schema;
 pub(crate) mod serve;
 mod shutdown;

@@ -11,10 +11,13 @@ use secbus::{Bus, BusConfig, Error, ErrorKind, Event, FallbackOutcome, Gate, Pub
 use super::duration::parse_duration;
 use super::events_file::{BadLine, Check, read_events};
 use super::exit::{self, fail, fail_in};
+use super::gateway_client::{ClientError, GatewayClient};
 use super::schema::load_gate;
 
 /// Bad lines printed before the rest are only counted.
 const MAX_BAD_LINES_SHOWN: usize = 100;
+/// The gateway's default `limits.batch_max_events`.
+const GATEWAY_BATCH_MAX: usize = 1000;
 
 /// Arguments of `secbus publish`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +27,7 @@ const MAX_BAD_LINES_SHOWN: usize = 100;
   secbus publish --bus nats://127.0.0.1:4222 --file events.jsonl \\
       --fallback-spool /var/spool/secbus --drain-timeout 2m
   producer | secbus publish --file -
+  secbus publish --server http://127.0.0.1:7400 --api-key sbk_... --file events.jsonl
 
 One CloudEvent JSON object per line, for example:
   {\"specversion\":\"1.0\",\"id\":\"e1\",\"source\":\"idp\",\"type\":\"auth.login.failed\",\"tenantid\":\"acme\",\"data\":{\"user\":\"bob\",\"src_ip\":\"203.0.113.9\",\"reason\":\"bad_password\"}}
@@ -32,9 +36,14 @@ Every event passes the contracts gate first: its type must be in the catalog
 (`secbus schema list`), its data must follow the type's schema, and it must
 carry no credential (unknown_event_type, schema_violation, secret_detected).
 
-Exit status: 0 all stored; 1 the engine or a file failed; 2 the file has bad
-lines (each is named, nothing is stored); 3 some events are still in the
-fallback spool after --drain-timeout (they stay there for the next run).")]
+With --server the events go through a secbus gateway (POST /v1/events/batch)
+instead of straight to an engine; the tenant is the API key's, and --bus is
+not used. A batch the gateway refuses is named event by event.
+
+Exit status: 0 all stored; 1 the engine, the gateway or a file failed; 2 the
+file has bad lines or the gateway refused events (each is named, nothing of
+that batch is stored); 3 some events are still in the fallback spool after
+--drain-timeout (they stay there for the next run).")]
 pub(crate) struct PublishArgs {
     /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
     #[arg(
@@ -66,6 +75,23 @@ pub(crate) struct PublishArgs {
     /// A folder of `<type>.json` schemas to add to the built-in catalog (repeatable).
     #[arg(long = "schemas", value_name = "DIR")]
     schema_dirs: Vec<PathBuf>,
+    /// Publish through the secbus gateway at URL (`http://127.0.0.1:7400`)
+    /// instead of straight to an engine.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "fallback_spool",
+        requires = "api_key"
+    )]
+    server: Option<String>,
+    /// The gateway API key, with --server (made by `secbus keys new`).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "SECBUS_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
 }
 
 fn parse_tenant(s: &str) -> Result<secbus::TenantId, String> {
@@ -91,6 +117,10 @@ pub(crate) async fn run(args: PublishArgs) -> ExitCode {
         Ok(Err(bad)) => return refuse(&args.file, &bad),
         Err(e) => return fail(&e),
     };
+    if let (Some(server), Some(key)) = (&args.server, &args.api_key) {
+        let batch = (args.batch_size as usize).min(GATEWAY_BATCH_MAX);
+        return publish_through_gateway(server, key, events, batch).await;
+    }
     if let Some(dir) = &args.fallback_spool {
         config.spool_dir = dir.clone();
     }
@@ -253,4 +283,73 @@ async fn publish_spooled(
         dir.display(),
     );
     ExitCode::from(exit::STILL_SPOOLED)
+}
+
+async fn publish_through_gateway(
+    server: &str,
+    key: &str,
+    events: Vec<Event>,
+    batch: usize,
+) -> ExitCode {
+    let client = match GatewayClient::new(server, key) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid_options: {e}");
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    let started = Instant::now();
+    let total = events.len();
+    let (mut stored, mut duplicates) = (0usize, 0usize);
+    for (n, chunk) in events.chunks(batch).enumerate() {
+        let first = n * batch;
+        match client.publish_batch(chunk).await {
+            Ok(results) => {
+                let dup = results.iter().filter(|r| r.duplicate).count();
+                duplicates += dup;
+                stored += results.len() - dup;
+            }
+            Err(ClientError::Refused {
+                code,
+                message,
+                errors,
+                ..
+            }) => {
+                for item in &errors {
+                    let place = item.index.map_or(String::new(), |i| {
+                        format!("event {} of the file: ", first + i + 1)
+                    });
+                    let field = item
+                        .field
+                        .as_deref()
+                        .map_or(String::new(), |f| format!(" (at `{f}`)"));
+                    eprintln!("{place}{}: {}{field}", item.code, item.message);
+                }
+                eprintln!(
+                    "error: {code}: {message}; the gateway stored {} of {total} events before \
+                     events {} to {}, which it refused",
+                    stored + duplicates,
+                    first + 1,
+                    first + chunk.len()
+                );
+                return ExitCode::from(exit::INVALID_INPUT);
+            }
+            Err(e @ ClientError::Unavailable(_)) => {
+                eprintln!(
+                    "error: {e}; published {} of {total} events; events {} to {} may or may \
+                     not be stored (publishing the file again stores each event once)",
+                    stored + duplicates,
+                    first + 1,
+                    first + chunk.len()
+                );
+                return ExitCode::from(exit::FAILURE);
+            }
+        }
+    }
+    eprintln!(
+        "published {stored} events ({duplicates} duplicates) through {} in {:.2} s",
+        client.base(),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
 }

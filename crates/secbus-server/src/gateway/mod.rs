@@ -12,6 +12,7 @@ pub(crate) mod error;
 mod events;
 mod health;
 mod history;
+pub(crate) mod in_process;
 pub(crate) mod metrics;
 mod openapi;
 mod rate_limit;
