@@ -16,8 +16,8 @@ use crate::gateway::api_key::Role;
 
 /// One SSE frame as a client sees it.
 #[derive(Debug, Default, Clone)]
-struct Frame {
-    id: Option<String>,
+pub(super) struct Frame {
+    pub(super) id: Option<String>,
     event: Option<String>,
     data: String,
     comment: bool,
@@ -25,7 +25,7 @@ struct Frame {
 
 /// A minimal HTTP/1.1 + SSE client: chunked decoding and SSE framing, so the
 /// test sees the bytes a browser's EventSource would.
-struct SseClient {
+pub(super) struct SseClient {
     socket: TcpStream,
     raw: Vec<u8>,
     body: Vec<u8>,
@@ -33,7 +33,7 @@ struct SseClient {
 }
 
 impl SseClient {
-    async fn open(
+    pub(super) async fn open(
         addr: SocketAddr,
         path_and_query: &str,
         headers: &[(&str, &str)],
@@ -148,7 +148,7 @@ impl SseClient {
     }
 
     /// The next `n` event frames (comments skipped).
-    async fn events(&mut self, n: usize) -> Vec<Frame> {
+    pub(super) async fn events(&mut self, n: usize) -> Vec<Frame> {
         let mut out = Vec::new();
         while out.len() < n {
             let frame = self
@@ -187,7 +187,7 @@ fn parse_frame(text: &str) -> Frame {
     frame
 }
 
-async fn serve(h: &Harness) -> SocketAddr {
+pub(super) async fn serve(h: &Harness) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = h.app.clone();
@@ -195,7 +195,7 @@ async fn serve(h: &Harness) -> SocketAddr {
     addr
 }
 
-fn event_id(frame: &Frame) -> String {
+pub(super) fn event_id(frame: &Frame) -> String {
     let event: Value = serde_json::from_str(&frame.data).unwrap();
     event["id"].as_str().unwrap().to_owned()
 }
