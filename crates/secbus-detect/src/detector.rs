@@ -1,0 +1,253 @@
+//! Sigma rules evaluated over secbus events: detection matches and
+//! correlations, with correlation state kept apart per tenant and bounded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rsigma_eval::{
+    CorrelationAction, CorrelationConfig, CorrelationEngine, CorrelationEventMode, JsonEvent,
+    LogSourceExtractor, ResultBody,
+};
+use secbus::Event;
+
+use crate::error::{DetectError, Result};
+use crate::mapping::{CATEGORY_FIELD, Mapping, PRODUCT_FIELD, SERVICE_FIELD};
+use crate::rules::RuleSet;
+
+/// The group-by field every correlation gets, so that events of two tenants
+/// never count toward one correlation.
+const TENANT_FIELD: &str = "tenantid";
+
+/// Bounds on correlation state.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Correlation windows kept at most, over every rule, group and tenant;
+    /// beyond it the oldest are evicted and `state_cap_hits` counts it.
+    pub max_state_entries: usize,
+    /// Contributing event ids kept per window (the finding lists them).
+    pub max_contributing_events: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            max_state_entries: 100_000,
+            max_contributing_events: 100,
+        }
+    }
+}
+
+/// What a rule found on one event.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// The rule's id, or its title when it has none.
+    pub rule_id: String,
+    /// The rule's title.
+    pub title: String,
+    /// The rule's description.
+    pub description: Option<String>,
+    /// informational, low, medium, high or critical.
+    pub level: &'static str,
+    /// The rule's tags (`attack.t1059.001`, ...).
+    pub tags: Vec<String>,
+    /// The logsource category of a detection rule.
+    pub category: Option<String>,
+    /// Set for a correlation rule.
+    pub correlation: Option<CorrelationMatch>,
+}
+
+/// The correlation part of a finding.
+#[derive(Debug, Clone)]
+pub struct CorrelationMatch {
+    /// event_count, value_count, temporal, ...
+    pub kind: &'static str,
+    /// The group the correlation counted in (tenantid included).
+    pub group_by: Vec<(String, String)>,
+    /// The window, in seconds.
+    pub timespan_secs: u64,
+    /// The count or value that met the condition.
+    pub value: f64,
+    /// The ids of the events that contributed, oldest first.
+    pub event_ids: Vec<String>,
+    /// Their times, epoch seconds, oldest first.
+    pub first_secs: Option<i64>,
+}
+
+struct RuleInfo {
+    description: Option<String>,
+    category: Option<String>,
+}
+
+/// The rules and their correlation state.
+pub struct Detector {
+    engine: CorrelationEngine,
+    mapping: Mapping,
+    info: HashMap<String, RuleInfo>,
+    limits: StateLimits,
+    state_cap_hits: AtomicU64,
+    max_timespan_secs: u64,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("rules", &self.engine.detection_rule_count())
+            .field("correlations", &self.engine.correlation_rule_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Detector {
+    /// A detector over `rules`, seeing events through `mapping`.
+    pub fn new(rules: &RuleSet, mapping: Mapping, limits: StateLimits) -> Result<Detector> {
+        let config = CorrelationConfig {
+            max_state_entries: limits.max_state_entries,
+            // One finding per threshold reached: the window starts again.
+            action_on_match: CorrelationAction::Reset,
+            // Rules that only feed correlations (generate: false) raise nothing alone.
+            emit_detections: false,
+            correlation_event_mode: CorrelationEventMode::Refs,
+            max_correlation_events: limits.max_contributing_events,
+            ..CorrelationConfig::default()
+        };
+        let mut engine = CorrelationEngine::new(config);
+        engine.set_logsource_extractor(Some(LogSourceExtractor::new().with_field_names(
+            PRODUCT_FIELD,
+            SERVICE_FIELD,
+            CATEGORY_FIELD,
+        )));
+        let mut info = HashMap::new();
+        for rule in &rules.collection.rules {
+            engine
+                .add_rule(rule)
+                .map_err(|e| DetectError::Rules(format!("{}: {e}", rule.title)))?;
+            let key = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+            info.insert(
+                key,
+                RuleInfo {
+                    description: rule.description.clone(),
+                    category: rule.logsource.category.clone(),
+                },
+            );
+        }
+        for corr in &rules.collection.correlations {
+            let mut corr = corr.clone();
+            if !corr.group_by.iter().any(|g| g == TENANT_FIELD) {
+                corr.group_by.push(TENANT_FIELD.to_owned());
+            }
+            engine
+                .add_correlation(&corr)
+                .map_err(|e| DetectError::Rules(format!("correlation {}: {e}", corr.title)))?;
+            let key = corr.id.clone().unwrap_or_else(|| corr.title.clone());
+            info.insert(
+                key,
+                RuleInfo {
+                    description: corr.description.clone(),
+                    category: None,
+                },
+            );
+        }
+        for filter in &rules.collection.filters {
+            engine
+                .add_collection(&rsigma_parser::SigmaCollection {
+                    filters: vec![filter.clone()],
+                    ..Default::default()
+                })
+                .map_err(|e| DetectError::Rules(format!("filter {}: {e}", filter.title)))?;
+        }
+        let max_timespan_secs = engine
+            .introspect()
+            .correlations
+            .iter()
+            .map(|c| c.timespan_secs)
+            .max()
+            .unwrap_or(0);
+        Ok(Detector {
+            max_timespan_secs,
+            engine,
+            mapping,
+            info,
+            limits,
+            state_cap_hits: AtomicU64::new(0),
+        })
+    }
+
+    /// Detection rules loaded.
+    pub fn rule_count(&self) -> usize {
+        self.engine.detection_rule_count()
+    }
+
+    /// Correlation rules loaded.
+    pub fn correlation_count(&self) -> usize {
+        self.engine.correlation_rule_count()
+    }
+
+    /// Correlation windows held now.
+    pub fn state_entries(&self) -> usize {
+        self.engine.state_count()
+    }
+
+    /// Times the state cap was reached (old windows were evicted).
+    pub fn state_cap_hits(&self) -> u64 {
+        self.state_cap_hits.load(Ordering::Relaxed)
+    }
+
+    /// The longest correlation window, in seconds: what a restart replays.
+    pub fn max_timespan_secs(&self) -> u64 {
+        self.max_timespan_secs
+    }
+
+    /// The event as the rules see it (mapping applied).
+    pub fn sigma_event(&self, event: &Event) -> serde_json::Value {
+        self.mapping.to_sigma(event)
+    }
+
+    /// Evaluates `event` (at its `time`) and updates correlation state.
+    pub fn process(&mut self, event: &Event) -> Vec<Finding> {
+        let sigma = self.mapping.to_sigma(event);
+        let at = event.time.unwrap_or_else(chrono::Utc::now).timestamp();
+        self.process_sigma(&sigma, at)
+    }
+
+    /// Evaluates an event already in Sigma shape at `at` (epoch seconds).
+    pub fn process_sigma(&mut self, sigma: &serde_json::Value, at: i64) -> Vec<Finding> {
+        let results = self.engine.process_event_at(&JsonEvent::borrow(sigma), at);
+        if self.engine.state_count() >= self.limits.max_state_entries {
+            self.state_cap_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                let key = r
+                    .header
+                    .rule_id
+                    .clone()
+                    .unwrap_or_else(|| r.header.rule_title.clone());
+                let info = self.info.get(&key);
+                let correlation = match &r.body {
+                    ResultBody::Detection(_) => None,
+                    ResultBody::Correlation(c) => {
+                        let refs = c.event_refs.clone().unwrap_or_default();
+                        Some(CorrelationMatch {
+                            kind: c.correlation_type.as_str(),
+                            group_by: c.group_key.clone(),
+                            timespan_secs: c.timespan_secs,
+                            value: c.aggregated_value,
+                            first_secs: refs.first().map(|e| e.timestamp),
+                            event_ids: refs.into_iter().filter_map(|e| e.id).collect(),
+                        })
+                    }
+                };
+                Finding {
+                    rule_id: key.clone(),
+                    title: r.header.rule_title.clone(),
+                    description: info.and_then(|i| i.description.clone()),
+                    level: r.header.level.map_or("medium", |l| l.as_str()),
+                    tags: r.header.tags.clone(),
+                    category: info.and_then(|i| i.category.clone()),
+                    correlation,
+                }
+            })
+            .collect()
+    }
+}

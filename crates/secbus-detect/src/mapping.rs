@@ -1,0 +1,185 @@
+//! The mapping from secbus events to what Sigma rules read: a logsource per
+//! event type and the field names rules use.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use secbus::Event;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{DetectError, Result};
+
+/// The mapping shipped with secbus, for the event catalog.
+pub const DEFAULT_MAPPING: &str = include_str!("../mapping/default.yaml");
+
+/// Event fields the logsource is read from: names no Sigma rule uses.
+pub(crate) const PRODUCT_FIELD: &str = "secbus.logsource.product";
+pub(crate) const CATEGORY_FIELD: &str = "secbus.logsource.category";
+pub(crate) const SERVICE_FIELD: &str = "secbus.logsource.service";
+
+/// A mapping file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Per event type.
+    #[serde(default)]
+    types: HashMap<String, TypeMapping>,
+}
+
+/// How one event type is seen by the rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeMapping {
+    /// The Sigma logsource; each value a literal or a `/pointer` into data.
+    #[serde(default)]
+    logsource: LogsourceMapping,
+    /// Extra fields: Sigma field name to `/pointer` into data or `=literal`.
+    #[serde(default)]
+    fields: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsourceMapping {
+    category: Option<String>,
+    product: Option<String>,
+    service: Option<String>,
+}
+
+impl Mapping {
+    /// The shipped mapping.
+    pub fn shipped() -> Mapping {
+        Mapping::parse(DEFAULT_MAPPING, "the shipped mapping").unwrap_or(Mapping {
+            types: HashMap::new(),
+        })
+    }
+
+    /// Parses mapping YAML; `origin` names it in errors.
+    pub fn parse(yaml: &str, origin: &str) -> Result<Mapping> {
+        let mapping: Mapping = serde_norway::from_str(yaml)
+            .map_err(|e| DetectError::mapping(format!("{origin}: {e}")))?;
+        for (ty, m) in &mapping.types {
+            for (field, source) in &m.fields {
+                if !(source.starts_with('/') || source.starts_with('=')) {
+                    return Err(DetectError::mapping(format!(
+                        "{origin}: types.{ty}.fields.{field}: {source:?} must be a /pointer into data or =literal"
+                    )));
+                }
+            }
+        }
+        Ok(mapping)
+    }
+
+    /// Reads a mapping file.
+    pub fn load(path: &Path) -> Result<Mapping> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DetectError::mapping(format!("cannot read {}: {e}", path.display())))?;
+        Mapping::parse(&text, &path.display().to_string())
+    }
+
+    /// The event as the rules see it: one flat JSON object.
+    pub fn to_sigma(&self, event: &Event) -> Value {
+        let mut out = Map::new();
+        let data = event.data().unwrap_or(Value::Null);
+        if let Value::Object(fields) = &data {
+            for (k, v) in fields {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out.insert("id".into(), Value::String(event.id.as_str().to_owned()));
+        out.insert(
+            "tenantid".into(),
+            Value::String(event.tenant.as_str().to_owned()),
+        );
+        out.insert("type".into(), Value::String(event.ty.as_str().to_owned()));
+        out.insert("source".into(), Value::String(event.source.clone()));
+        if let Some(subject) = &event.subject {
+            out.insert("subject".into(), Value::String(subject.clone()));
+        }
+        if let Some(time) = event.time {
+            out.insert("time".into(), Value::String(time.to_rfc3339()));
+        }
+        match self.types.get(event.ty.as_str()) {
+            Some(m) => {
+                for (field, source) in &m.fields {
+                    if let Some(v) = resolve(source, &data) {
+                        out.insert(field.clone(), v);
+                    }
+                }
+                let ls = &m.logsource;
+                for (name, value) in [
+                    (CATEGORY_FIELD, &ls.category),
+                    (PRODUCT_FIELD, &ls.product),
+                    (SERVICE_FIELD, &ls.service),
+                ] {
+                    if let Some(v) = value.as_deref().and_then(|v| resolve_logsource(v, &data)) {
+                        out.insert(name.into(), Value::String(v));
+                    }
+                }
+            }
+            None => {
+                out.insert(PRODUCT_FIELD.into(), Value::String("secbus".into()));
+                out.insert(
+                    SERVICE_FIELD.into(),
+                    Value::String(event.ty.as_str().to_owned()),
+                );
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+fn resolve(source: &str, data: &Value) -> Option<Value> {
+    match source.strip_prefix('=') {
+        Some(literal) => Some(Value::String(literal.to_owned())),
+        None => data.pointer(source).cloned(),
+    }
+}
+
+fn resolve_logsource(value: &str, data: &Value) -> Option<String> {
+    if value.starts_with('/') {
+        data.pointer(value)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    } else {
+        Some(value.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secbus::{EventType, TenantId};
+    use serde_json::json;
+
+    #[test]
+    fn a_process_event_gets_sigma_names_and_its_logsource() {
+        let e = Event::builder(
+            EventType::new("endpoint.process.created").unwrap(),
+            TenantId::new("acme").unwrap(),
+        )
+        .source("edr")
+        .data(json!({"host": "ws1", "os": "windows", "image": "C:\\x.exe", "command_line": "x -y"}))
+        .build()
+        .unwrap();
+        let v = Mapping::shipped().to_sigma(&e);
+        assert_eq!(v["Image"], "C:\\x.exe");
+        assert_eq!(v["CommandLine"], "x -y");
+        assert_eq!(
+            v["image"], "C:\\x.exe",
+            "data fields keep their own names too"
+        );
+        assert_eq!(v[PRODUCT_FIELD], "windows");
+        assert_eq!(v[CATEGORY_FIELD], "process_creation");
+        assert_eq!(v["tenantid"], "acme");
+        assert_eq!(v["id"], e.id.as_str());
+    }
+
+    #[test]
+    fn a_bad_source_is_refused_naming_the_key() {
+        let e = Mapping::parse("types:\n  a.b:\n    fields: {X: image}\n", "m.yaml").unwrap_err();
+        assert!(e.to_string().contains("types.a.b.fields.X"), "{e}");
+        assert!(Mapping::parse("typos: {}\n", "m.yaml").is_err());
+    }
+}
