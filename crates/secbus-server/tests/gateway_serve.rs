@@ -124,3 +124,78 @@ fn serve_refuses_a_bad_config_naming_the_key_before_it_listens() {
         assert!(!stderr.contains("listening"), "{stderr}");
     }
 }
+
+#[test]
+fn request_logs_never_carry_a_key_from_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("secbus.toml");
+    std::fs::write(&config, "bus = \"memory:\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut gateway = Gateway::spawn(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[("SECBUS_LOG", "debug")],
+    )
+    .unwrap();
+    let secret = "sbk_this-key-must-not-be-logged";
+    for path in [
+        format!("/v1/events?api_key={secret}"),
+        format!("/v1/stream?api_key={secret}"),
+    ] {
+        let (status, _) = request(&gateway.addr, "GET", &path, &[], "").unwrap();
+        assert_eq!(status, 401, "{path}");
+    }
+    assert_eq!(gateway.terminate(), Some(0));
+    let log = gateway.stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("/v1/stream"),
+        "requests are logged at debug:\n{log}"
+    );
+    assert!(!log.contains(secret), "a key leaked into the log:\n{log}");
+}
+
+#[test]
+fn sigterm_ends_open_streams_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("secbus.toml");
+    let hash = hex::encode(Sha256::digest(gateway_support::KEY.as_bytes()));
+    std::fs::write(
+        &config,
+        format!(
+            "bus = \"memory:\"\nlisten = \"127.0.0.1:0\"\n[[keys]]\nname = \"r\"\n\
+             tenant = \"acme\"\nroles = [\"read\"]\nhash = \"sha256:{hash}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut gateway =
+        Gateway::spawn(&["serve", "--config", config.to_str().unwrap()], &[]).unwrap();
+    let addr = gateway.addr.clone();
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let bearer = format!("Bearer {}", gateway_support::KEY);
+                request(
+                    &addr,
+                    "GET",
+                    "/v1/stream",
+                    &[("authorization", &bearer)],
+                    "",
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(gateway.terminate(), Some(0));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "open streams do not hold the shutdown: {:?}",
+        started.elapsed()
+    );
+    for stream in streams {
+        let (status, _) = stream
+            .join()
+            .unwrap()
+            .expect("the stream answered, then ended");
+        assert_eq!(status, 200);
+    }
+}

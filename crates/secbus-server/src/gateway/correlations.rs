@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use secbus::HistoryQuery;
 use serde::Serialize;
@@ -44,9 +45,10 @@ pub(crate) struct Correlation {
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(correlationid): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Correlation>> {
     caller.require(Role::Read)?;
+    let Path(correlationid) = path?;
     let mut q = HistoryQuery::new(caller.tenant.clone());
     q.correlationid = Some(correlationid.clone());
     q.limit = MAX_EVENTS;

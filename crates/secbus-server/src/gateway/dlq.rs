@@ -1,6 +1,7 @@
 //! The dead letters of the caller's tenant: list, redrive, delete (admin role).
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use secbus::{DeadLetter, ErrorKind};
@@ -46,7 +47,7 @@ pub(crate) async fn list(
     params: Result<Query<DlqParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<DeadLetters>> {
     caller.require(Role::Admin)?;
-    let Query(params) = params.map_err(|e| ApiError::new("invalid_query", e.body_text()))?;
+    let Query(params) = params?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid_query(
@@ -62,9 +63,10 @@ pub(crate) async fn list(
 pub(crate) async fn redrive(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<Redriven>)> {
     caller.require(Role::Admin)?;
+    let Path(id) = path?;
     match state.bus.redrive(&caller.tenant, &id).await {
         Ok(receipt) => Ok((
             StatusCode::ACCEPTED,
@@ -82,9 +84,10 @@ pub(crate) async fn redrive(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
+    let Path(id) = path?;
     if state.bus.delete_dead_letter(&caller.tenant, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -1,6 +1,7 @@
 //! The one error body of the API, `{code, message, field}`, and the one place
 //! that maps a stable code to an HTTP status.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -85,6 +86,7 @@ pub(crate) fn status_of(code: &str) -> StatusCode {
         "unauthorized" => StatusCode::UNAUTHORIZED,
         "forbidden" | "tenant_mismatch" => StatusCode::FORBIDDEN,
         "not_found" => StatusCode::NOT_FOUND,
+        "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "payload_too_large" | "batch_too_large" | "event_too_large" => {
             StatusCode::PAYLOAD_TOO_LARGE
         }
@@ -111,6 +113,7 @@ pub(crate) const CODES: &[&str] = &[
     "forbidden",
     "tenant_mismatch",
     "not_found",
+    "method_not_allowed",
     "payload_too_large",
     "batch_too_large",
     "event_too_large",
@@ -152,6 +155,19 @@ impl From<secbus::Error> for ApiError {
                 .collect(),
             retry_after: None,
         }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new("invalid_query", e.body_text())
+    }
+}
+
+/// A path segment that does not decode (not UTF-8) names nothing that exists.
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> ApiError {
+        ApiError::new("not_found", "no such id: the path does not decode")
     }
 }
 

@@ -123,7 +123,7 @@ pub(crate) async fn list(
     params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<EventsPage>> {
     caller.require(Role::Read)?;
-    let Query(params) = params.map_err(|e| ApiError::new("invalid_query", e.body_text()))?;
+    let Query(params) = params?;
     let q = query(&state, &caller, &params)?;
     let page = state.bus.history(&q).await?;
     Ok(Json(EventsPage {

@@ -41,6 +41,7 @@ impl InProcessGateway {
             roles: vec![Role::Admin],
             hash: hash_key(&key),
         }];
+        config.validate().map_err(|e| e.to_string())?;
         let gate = load_gate(&[]).map_err(|_| "the event catalog does not load".to_owned())?;
         let (state, stop) = AppState::new(bus, Arc::clone(&gate) as _, config)?;
         let listener = tokio::net::TcpListener::bind(listen)

@@ -48,6 +48,8 @@ pub(crate) struct RouteSpec {
     pub(crate) request: &'static [&'static str],
     /// The success status and what it returns.
     pub(crate) success: (u16, &'static str),
+    /// The schema (in the document's components) of the success body, when JSON.
+    pub(crate) response: Option<&'static str>,
     /// Error codes this route can answer with, besides auth.
     pub(crate) errors: &'static [&'static str],
     /// The handler.
@@ -97,6 +99,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &["application/cloudevents+json", "application/json"],
         success: (202, "stored: id and sequence"),
+        response: Some("Accepted"),
         errors: EVENT_ERRORS,
         handler: || post(events::publish_one),
     },
@@ -109,6 +112,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: HISTORY_QUERY,
         request: &[],
         success: (200, "events with their sequences, and next_cursor"),
+        response: Some("EventsPage"),
         errors: &["invalid_query", "engine_unavailable"],
         handler: || get(history::list),
     },
@@ -121,6 +125,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &["application/cloudevents-batch+json", "application/json"],
         success: (202, "stored: one receipt per event"),
+        response: Some("BatchAccepted"),
         errors: &[
             "malformed_json",
             "batch_too_large",
@@ -142,6 +147,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (200, "events and tree"),
+        response: Some("Correlation"),
         errors: &["not_found", "engine_unavailable"],
         handler: || get(correlations::get),
     },
@@ -166,6 +172,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
             200,
             "text/event-stream; id is the sequence; event: lagged ends a slow client",
         ),
+        response: None,
         errors: &["invalid_query", "engine_unavailable"],
         handler: || get(stream::get),
     },
@@ -178,6 +185,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[("limit", "at most this many (default 100)")],
         request: &[],
         success: (200, "dead letters"),
+        response: Some("DeadLetters"),
         errors: &["invalid_query", "engine_unavailable"],
         handler: || get(dlq::list),
     },
@@ -190,6 +198,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (202, "stored again: id and sequence"),
+        response: Some("Redriven"),
         errors: &["not_found", "engine_unavailable"],
         handler: || post(dlq::redrive),
     },
@@ -202,6 +211,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (204, "deleted"),
+        response: None,
         errors: &["not_found", "engine_unavailable"],
         handler: || delete(dlq::delete),
     },
@@ -214,6 +224,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (200, "ok"),
+        response: Some("Health"),
         errors: &[],
         handler: || get(health::healthz),
     },
@@ -226,6 +237,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (200, "ready"),
+        response: Some("Health"),
         errors: &["engine_unavailable"],
         handler: || get(health::readyz),
     },
@@ -238,6 +250,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (200, "metrics text"),
+        response: None,
         errors: &[],
         handler: || get(metrics::get),
     },
@@ -250,6 +263,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         query: &[],
         request: &[],
         success: (200, "the document"),
+        response: None,
         errors: &[],
         handler: || get(openapi::get),
     },
@@ -263,6 +277,18 @@ pub(crate) fn app(state: AppState) -> Router {
             router.route(route.path, (route.handler)())
         })
         .fallback(|| async { ApiError::new("not_found", "no such route") })
-        .layer(TraceLayer::new_for_http())
+        .method_not_allowed_fallback(|| async {
+            ApiError::new("method_not_allowed", "the route does not take this method")
+        })
+        // The span names the path only: a query may carry `api_key`.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path()
+                )
+            }),
+        )
         .with_state(state)
 }

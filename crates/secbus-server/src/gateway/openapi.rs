@@ -14,6 +14,15 @@ pub(crate) async fn get() -> Json<Value> {
     Json(document())
 }
 
+/// The request body schema of a route: a batch is an array of events.
+fn request_schema(path: &str) -> Value {
+    if path.ends_with("/batch") {
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/CloudEvent"}})
+    } else {
+        json!({"$ref": "#/components/schemas/CloudEvent"})
+    }
+}
+
 /// The document.
 pub(crate) fn document() -> Value {
     let mut paths: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
@@ -29,10 +38,11 @@ pub(crate) fn document() -> Value {
                    "description": description, "schema": {"type": "string"}})
         }));
         let mut responses = serde_json::Map::new();
-        responses.insert(
-            route.success.0.to_string(),
-            json!({"description": route.success.1}),
-        );
+        let mut success = json!({"description": route.success.1});
+        if let Some(schema) = route.response {
+            success["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+        }
+        responses.insert(route.success.0.to_string(), success);
         let mut codes: Vec<&str> = route.errors.to_vec();
         if route.role.is_some() {
             codes.extend(["unauthorized", "forbidden"]);
@@ -70,12 +80,7 @@ pub(crate) fn document() -> Value {
             let content: serde_json::Map<String, Value> = route
                 .request
                 .iter()
-                .map(|t| {
-                    (
-                        t.to_string(),
-                        json!({"schema": {"type": ["object", "array"]}}),
-                    )
-                })
+                .map(|t| (t.to_string(), json!({"schema": request_schema(route.path)})))
                 .collect();
             op["requestBody"] = json!({"required": true, "content": content});
         }
@@ -99,6 +104,104 @@ pub(crate) fn document() -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
             },
             "schemas": {
+                "CloudEvent": {
+                    "type": "object",
+                    "description": "A CloudEvent 1.0 in structured mode, with the secbus extensions; tenantid defaults to the key's tenant",
+                    "required": ["specversion", "id", "source", "type"],
+                    "properties": {
+                        "specversion": {"const": "1.0"},
+                        "id": {"type": "string"},
+                        "source": {"type": "string"},
+                        "type": {"type": "string"},
+                        "tenantid": {"type": "string"},
+                        "subject": {"type": "string"},
+                        "time": {"type": "string", "format": "date-time"},
+                        "dataschema": {"type": "string"},
+                        "datacontenttype": {"type": "string"},
+                        "correlationid": {"type": "string"},
+                        "causationid": {"type": "string"},
+                        "traceparent": {"type": "string"},
+                        "data": {}
+                    }
+                },
+                "Accepted": {
+                    "type": "object",
+                    "required": ["id", "sequence", "duplicate"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "sequence": {"type": ["integer", "null"], "description": "the log position; null for a duplicate"},
+                        "duplicate": {"type": "boolean"}
+                    }
+                },
+                "BatchAccepted": {
+                    "type": "object",
+                    "required": ["results"],
+                    "properties": {"results": {"type": "array", "items": {"$ref": "#/components/schemas/Accepted"}}}
+                },
+                "StoredEvent": {
+                    "type": "object",
+                    "required": ["sequence", "event"],
+                    "properties": {
+                        "sequence": {"type": "integer"},
+                        "event": {"$ref": "#/components/schemas/CloudEvent"}
+                    }
+                },
+                "EventsPage": {
+                    "type": "object",
+                    "required": ["events", "next_cursor"],
+                    "properties": {
+                        "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
+                        "next_cursor": {"type": ["string", "null"]}
+                    }
+                },
+                "CausationNode": {
+                    "type": "object",
+                    "required": ["id", "type", "sequence", "children"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "sequence": {"type": "integer"},
+                        "children": {"type": "array", "items": {"$ref": "#/components/schemas/CausationNode"}}
+                    }
+                },
+                "Correlation": {
+                    "type": "object",
+                    "required": ["correlationid", "events", "tree"],
+                    "properties": {
+                        "correlationid": {"type": "string"},
+                        "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
+                        "tree": {"type": "array", "items": {"$ref": "#/components/schemas/CausationNode"}}
+                    }
+                },
+                "DeadLetter": {
+                    "type": "object",
+                    "required": ["id", "event", "group", "reason", "attempts", "dead_at"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "event": {"$ref": "#/components/schemas/CloudEvent"},
+                        "group": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "attempts": {"type": "integer"},
+                        "last_error": {"type": ["string", "null"]},
+                        "published_at": {"type": ["string", "null"], "format": "date-time"},
+                        "dead_at": {"type": "string", "format": "date-time"}
+                    }
+                },
+                "DeadLetters": {
+                    "type": "object",
+                    "required": ["dead_letters"],
+                    "properties": {"dead_letters": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}}
+                },
+                "Redriven": {
+                    "type": "object",
+                    "required": ["id", "sequence"],
+                    "properties": {"id": {"type": "string"}, "sequence": {"type": ["integer", "null"]}}
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string"}, "engine": {"type": "string"}}
+                },
                 "Error": {
                     "type": "object",
                     "required": ["code", "message", "field"],

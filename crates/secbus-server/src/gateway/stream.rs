@@ -53,7 +53,7 @@ pub(crate) async fn get(
     params: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     caller.require(Role::Read)?;
-    let Query(params) = params.map_err(|e| ApiError::new("invalid_query", e.body_text()))?;
+    let Query(params) = params?;
     let _ = &params.api_key;
     let last = headers
         .get("last-event-id")

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ pub(crate) const KEY: &str = "sbk_gateway-fault-test-key-0123456789";
 pub(crate) struct Gateway {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// What the process wrote to stderr so far.
+    pub(crate) stderr: Arc<Mutex<String>>,
 }
 
 impl Gateway {
@@ -56,26 +59,33 @@ impl Gateway {
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let written = Arc::clone(&seen);
         thread::spawn(move || {
-            let mut seen = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("secbus gateway listening on http://") {
-                    let _ = tx.send(Ok(rest.split(' ').next().unwrap_or_default().to_owned()));
+                    let _ = tx.send(Some(rest.split(' ').next().unwrap_or_default().to_owned()));
                 }
-                seen.push_str(&line);
-                seen.push('\n');
+                let mut written = written.lock().unwrap();
+                written.push_str(&line);
+                written.push('\n');
             }
-            let _ = tx.send(Err(seen));
+            let _ = tx.send(None);
         });
+        let stderr = || seen.lock().unwrap().clone();
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => Ok(Gateway { child, addr }),
-            Ok(Err(stderr)) => {
+            Ok(Some(addr)) => Ok(Gateway {
+                child,
+                addr,
+                stderr: Arc::clone(&seen),
+            }),
+            Ok(None) => {
                 let _ = child.wait();
-                Err(stderr)
+                Err(stderr())
             }
             Err(_) => {
                 let _ = child.kill();
-                Err("no answer within 30 s".to_owned())
+                Err(format!("no answer within 30 s: {}", stderr()))
             }
         }
     }

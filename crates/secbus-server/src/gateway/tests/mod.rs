@@ -2,6 +2,7 @@
 //! real socket.
 
 mod auth_matrix;
+mod engines;
 mod metrics_text;
 mod routes;
 mod stream_socket;

@@ -789,3 +789,113 @@ async fn a_full_batch_at_the_default_limits_passes_and_one_more_event_does_not()
     assert_error(&refused, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
     assert_eq!(h.stored_ids("acme").await.len(), 1000);
 }
+
+#[tokio::test]
+async fn a_wrong_method_or_an_undecodable_path_gets_the_one_error_shape() {
+    let h = Harness::new().await;
+    for (method, path) in [
+        (Method::PUT, "/v1/events"),
+        (Method::DELETE, "/v1/events/batch"),
+        (Method::POST, "/healthz"),
+    ] {
+        let answer = h.call(method.clone(), path, None, None).await;
+        assert_error(
+            &answer,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        );
+    }
+    let read = h.key("acme", Role::Read).to_owned();
+    let admin = h.key("acme", Role::Admin).to_owned();
+    for (method, path, key) in [
+        (Method::GET, "/v1/correlations/%FF%FE", &read),
+        (Method::POST, "/v1/dlq/%FF/redrive", &admin),
+        (Method::DELETE, "/v1/dlq/%FF", &admin),
+    ] {
+        let answer = h.call(method, path, Some(key), None).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    }
+    // Without a key the same paths answer 401 first.
+    let answer = h
+        .call(Method::GET, "/v1/correlations/%FF", None, None)
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn every_answer_follows_the_schema_the_document_gives_it() {
+    let h = Harness::new().await;
+    let doc = h
+        .call(Method::GET, "/v1/openapi.json", None, None)
+        .await
+        .body;
+    let follows = |schema: &str, body: &Value| {
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": format!("#/components/schemas/{schema}"),
+            "components": doc["components"],
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("{schema} is not a valid schema: {e}"));
+        let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{schema}: {errors:?}\n{body}");
+    };
+    let root = login_failed("bob", "203.0.113.9");
+    let mut answers: Vec<(&str, super::support::Answer)> = vec![
+        ("publishEvent", h.publish("acme", &root).await),
+        (
+            "publishBatch",
+            h.publish_batch("acme", &[login_succeeded_after(&root, "bob")])
+                .await,
+        ),
+    ];
+    let (dl_id, _) = dead_letter(&h, "acme", "triage").await;
+    let admin = h.key("acme", Role::Admin).to_owned();
+    answers.push(("listEvents", h.get("/v1/events", "acme", Role::Read).await));
+    let correlation = format!("/v1/correlations/{}", root["id"].as_str().unwrap());
+    answers.push((
+        "getCorrelation",
+        h.get(&correlation, "acme", Role::Read).await,
+    ));
+    answers.push((
+        "listDeadLetters",
+        h.get("/v1/dlq", "acme", Role::Admin).await,
+    ));
+    let redrive = format!("/v1/dlq/{dl_id}/redrive");
+    answers.push((
+        "redriveDeadLetter",
+        h.call(Method::POST, &redrive, Some(&admin), None).await,
+    ));
+    answers.push(("healthz", h.call(Method::GET, "/healthz", None, None).await));
+    answers.push(("readyz", h.call(Method::GET, "/readyz", None, None).await));
+    let mut checked = 0;
+    for route in ROUTES {
+        let Some(schema) = route.response else {
+            continue;
+        };
+        let (_, answer) = answers
+            .iter()
+            .find(|(op, _)| *op == route.operation_id)
+            .unwrap_or_else(|| panic!("no answer of {} to check", route.operation_id));
+        assert_eq!(answer.status.as_u16(), route.success.0, "{}", answer.text);
+        follows(schema, &answer.body);
+        checked += 1;
+    }
+    assert_eq!(checked, answers.len());
+    assert!(
+        !answers[2].1.body["events"].as_array().unwrap().is_empty(),
+        "the checked history is not empty"
+    );
+
+    let mut bad = vec![login_failed("eve", "203.0.113.9"); 2];
+    bad[1]["data"]["src_ip"] = json!(1);
+    let refusal = h.publish_batch("acme", &bad).await;
+    assert_eq!(refusal.status, StatusCode::UNPROCESSABLE_ENTITY);
+    follows("Error", &refusal.body);
+    follows(
+        "Error",
+        &h.get("/v1/events?limit=0", "acme", Role::Read).await.body,
+    );
+}

@@ -16,8 +16,8 @@ use crate::gateway::api_key::Role;
 
 /// One SSE frame as a client sees it.
 #[derive(Debug, Default, Clone)]
-struct Frame {
-    id: Option<String>,
+pub(super) struct Frame {
+    pub(super) id: Option<String>,
     event: Option<String>,
     data: String,
     comment: bool,
@@ -25,7 +25,7 @@ struct Frame {
 
 /// A minimal HTTP/1.1 + SSE client: chunked decoding and SSE framing, so the
 /// test sees the bytes a browser's EventSource would.
-struct SseClient {
+pub(super) struct SseClient {
     socket: TcpStream,
     raw: Vec<u8>,
     body: Vec<u8>,
@@ -33,7 +33,7 @@ struct SseClient {
 }
 
 impl SseClient {
-    async fn open(
+    pub(super) async fn open(
         addr: SocketAddr,
         path_and_query: &str,
         headers: &[(&str, &str)],
@@ -148,7 +148,7 @@ impl SseClient {
     }
 
     /// The next `n` event frames (comments skipped).
-    async fn events(&mut self, n: usize) -> Vec<Frame> {
+    pub(super) async fn events(&mut self, n: usize) -> Vec<Frame> {
         let mut out = Vec::new();
         while out.len() < n {
             let frame = self
@@ -187,7 +187,7 @@ fn parse_frame(text: &str) -> Frame {
     frame
 }
 
-async fn serve(h: &Harness) -> SocketAddr {
+pub(super) async fn serve(h: &Harness) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = h.app.clone();
@@ -195,7 +195,7 @@ async fn serve(h: &Harness) -> SocketAddr {
     addr
 }
 
-fn event_id(frame: &Frame) -> String {
+pub(super) fn event_id(frame: &Frame) -> String {
     let event: Value = serde_json::from_str(&frame.data).unwrap();
     event["id"].as_str().unwrap().to_owned()
 }
@@ -376,4 +376,54 @@ async fn a_client_that_does_not_read_is_closed_with_lagged_and_can_resume() {
         next[0].id.as_deref(),
         Some((last.unwrap_or(0) + 1).to_string().as_str())
     );
+}
+
+#[tokio::test]
+async fn a_stream_carries_only_its_type_subject_and_correlation() {
+    let h = Harness::with(|c| c.rate_limit.events_per_second = 0.0).await;
+    let addr = serve(&h).await;
+    let bearer = format!("Bearer {}", h.key("acme", Role::Read));
+    let auth = [("authorization", bearer.as_str())];
+    let root = login_failed("bob", "203.0.113.9");
+    let root_id = root["id"].as_str().unwrap().to_owned();
+    let mut streams = Vec::new();
+    for path in [
+        "/v1/stream?subject=user/eve".to_owned(),
+        format!("/v1/stream?correlationid={root_id}"),
+        "/v1/stream?type=auth.login.succeeded".to_owned(),
+    ] {
+        let (status, client) = SseClient::open(addr, &path, &auth).await;
+        assert_eq!(status, 200, "{path}");
+        streams.push(client);
+    }
+    let eve = login_failed("eve", "198.51.100.1");
+    let child = super::support::login_succeeded_after(&root, "bob");
+    let other_eve = login_failed("eve", "198.51.100.2");
+    for e in [&root, &eve, &child, &other_eve] {
+        assert_eq!(h.publish("acme", e).await.status, StatusCode::ACCEPTED);
+    }
+    let ids = |e: &[&Value]| -> Vec<String> {
+        e.iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expected = [
+        ids(&[&eve, &other_eve]),
+        ids(&[&root, &child]),
+        ids(&[&child]),
+    ];
+    for (client, want) in streams.iter_mut().zip(expected) {
+        let got: Vec<String> = client
+            .events(want.len())
+            .await
+            .iter()
+            .map(event_id)
+            .collect();
+        assert_eq!(got, want);
+        let more = client.next(Duration::from_millis(300)).await;
+        assert!(
+            more.as_ref().is_none_or(|f| f.comment),
+            "nothing else: {more:?}"
+        );
+    }
 }
