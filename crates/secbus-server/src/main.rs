@@ -46,6 +46,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// The audit trail: verify that it is intact.
     Audit(cli::audit::AuditArgs),
+    /// Sigma detection: check rule folders, run the detection worker.
+    Detect(cli::detect::DetectArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::Replay(a) => cli::replay::run(a).await,
             Command::Demo(a) => cli::demo::run(a).await,
             Command::Audit(a) => cli::audit::run(a).await,
+            Command::Detect(a) => cli::detect::run(a).await,
         }
     })
 }

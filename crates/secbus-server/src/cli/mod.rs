@@ -3,6 +3,7 @@
 pub(crate) mod asyncapi;
 pub(crate) mod audit;
 pub(crate) mod demo;
+pub(crate) mod detect;
 pub(crate) mod dlq;
 mod duration;
 mod events_file;
