@@ -20,6 +20,19 @@ pub mod rules;
 pub mod worker;
 
 pub use config::DetectionConfig;
+
+/// The rules shipped with secbus, as (file name, YAML): correlations over the
+/// catalog's authentication and IAM events, and process-start rules.
+pub const SHIPPED_RULES: &[(&str, &str)] = &[
+    (
+        "credential_attacks.yml",
+        include_str!("../rules/credential_attacks.yml"),
+    ),
+    (
+        "endpoint_process.yml",
+        include_str!("../rules/endpoint_process.yml"),
+    ),
+];
 pub use detector::{CorrelationMatch, Detector, Finding, StateLimits};
 pub use error::{DetectError, Result};
 pub use finding::{FINDING_TYPE, finding_event, finding_id};

@@ -71,7 +71,8 @@ fn memory_bench_prints_one_json_report_per_scenario() {
             "publish_consume",
             "hot_path",
             "contracts.validate",
-            "contracts.secrets"
+            "contracts.secrets",
+            "audit"
         ]
     );
     for r in &reports[..2] {

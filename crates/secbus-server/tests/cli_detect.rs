@@ -23,7 +23,7 @@ fn check_rules_counts_what_loads_and_names_what_does_not() {
         .output()
         .unwrap();
     assert!(ok.status.success());
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("6 of 6 rules load (100.00%)"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("7 of 7 rules load (100.00%)"));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

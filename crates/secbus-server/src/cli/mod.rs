@@ -15,5 +15,6 @@ pub(crate) mod publish;
 pub(crate) mod replay;
 pub(crate) mod schema;
 pub(crate) mod serve;
+pub(crate) mod serve_workers;
 mod shutdown;
 pub(crate) mod tail;

@@ -8,6 +8,7 @@ use secbus::{Bus, BusConfig};
 
 use super::exit::{self, fail_in};
 use super::schema::load_gate;
+use super::serve_workers::ServeWorkers;
 use super::shutdown::Shutdown;
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::{AppState, app};
@@ -82,11 +83,23 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::INVALID_INPUT);
         }
     };
+    let workers = match ServeWorkers::start(&state.bus, &state.config, &state.metrics).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: invalid_config: {e}");
+            let _ = bus.close().await;
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
     eprintln!(
         "secbus gateway listening on http://{addr} (engine {}, bus {}, {keys} API keys)",
         bus.engine_name(),
         bus.url()
     );
+    let names = workers.names();
+    if !names.is_empty() {
+        eprintln!("running: {}", names.join(", "));
+    }
     if keys == 0 {
         eprintln!(
             "warning: no [[keys]] configured: every /v1 call answers 401 (see `secbus keys new`)"
@@ -100,6 +113,10 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             let _ = stop.send(true);
         })
         .await;
+    let failures = workers.stop().await;
+    for f in &failures {
+        eprintln!("error: {f}");
+    }
     let closed = bus.close().await;
     if let Err(e) = served {
         eprintln!("error: io_error: the server failed: {e}");
@@ -107,6 +124,9 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     }
     if let Err(e) = closed {
         return fail_in("closing the bus", &e);
+    }
+    if !failures.is_empty() {
+        return ExitCode::FAILURE;
     }
     eprintln!("secbus gateway stopped");
     ExitCode::SUCCESS

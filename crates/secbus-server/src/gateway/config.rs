@@ -34,6 +34,15 @@ pub(crate) struct GatewayConfig {
     pub(crate) metrics: MetricsConfig,
     /// API keys, each bound to one tenant (default: none, so every API call is refused).
     pub(crate) keys: Vec<KeyEntry>,
+    /// The tamper-evident audit trail (default: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) audit: Option<secbus_handlers::audit::AuditConfig>,
+    /// Alerting rules and their outputs (default: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) alerting: Option<secbus_handlers::alerting::AlertingConfig>,
+    /// Sigma detection; findings are published back on the bus (default: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) detection: Option<secbus_detect::DetectionConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -47,6 +56,9 @@ impl Default for GatewayConfig {
             contracts: ContractsSection::default(),
             metrics: MetricsConfig::default(),
             keys: Vec::new(),
+            audit: None,
+            alerting: None,
+            detection: None,
         }
     }
 }
@@ -131,6 +143,10 @@ pub(crate) struct MetricsConfig {
     /// Consumer groups whose lag is reported, for every tenant with a key
     /// (default none). Engines cannot list their groups, so they are named here.
     pub(crate) consumer_groups: Vec<String>,
+    /// Counting every event by tenant and type, handler latency, group lag
+    /// and dead-letter depth, from a consumer group of its own (default: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) handlers: Option<secbus_handlers::metrics::MetricsConfig>,
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -280,6 +296,23 @@ impl GatewayConfig {
                     &format!("metrics.consumer_groups[{i}]"),
                     "must not be empty",
                 );
+            }
+        }
+        let handlers = |key: &str, r: secbus_handlers::Result<()>| {
+            r.map_err(|e| ConfigError(format!("{key}: {e}")))
+        };
+        if let Some(audit) = &self.audit {
+            handlers("audit", audit.validate())?;
+        }
+        if let Some(alerting) = &self.alerting {
+            handlers("alerting", alerting.validate())?;
+        }
+        if let Some(d) = &self.detection {
+            if d.tenants.is_empty() {
+                return bad("detection.tenants", "must name at least one tenant");
+            }
+            if d.rules.is_empty() {
+                return bad("detection.rules", "must name at least one rules folder");
             }
         }
         Ok(())

@@ -12,6 +12,7 @@ use super::api_key::{KeyEntry, Role, generate_key, hash_key};
 use super::config::GatewayConfig;
 use super::{AppState, app};
 use crate::cli::schema::load_gate;
+use crate::cli::serve_workers::ServeWorkers;
 
 /// A running gateway and the admin key of its one tenant.
 pub(crate) struct InProcessGateway {
@@ -21,11 +22,14 @@ pub(crate) struct InProcessGateway {
     pub(crate) key: String,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    workers: ServeWorkers,
 }
 
 impl InProcessGateway {
     /// Serves `bus` (the contracts gate is put on it) on `listen` for `tenant`,
-    /// with `config`'s limits; its keys are replaced by one new admin key.
+    /// with `config`'s limits and the workers it enables (audit, alerting,
+    /// detection), as `secbus serve` would; its keys are replaced by one new
+    /// admin key.
     pub(crate) async fn start(
         bus: Bus,
         tenant: &str,
@@ -44,6 +48,7 @@ impl InProcessGateway {
         config.validate().map_err(|e| e.to_string())?;
         let gate = load_gate(&[]).map_err(|_| "the event catalog does not load".to_owned())?;
         let (state, stop) = AppState::new(bus, Arc::clone(&gate) as _, config)?;
+        let workers = ServeWorkers::start(&state.bus, &state.config, &state.metrics).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -61,6 +66,7 @@ impl InProcessGateway {
             key,
             stop,
             server,
+            workers,
         })
     }
 
@@ -72,6 +78,10 @@ impl InProcessGateway {
     /// Stops accepting, lets in-flight requests finish, and waits for the server.
     pub(crate) async fn stop(self) -> Result<(), String> {
         let _ = self.stop.send(true);
+        let failures = self.workers.stop().await;
+        if let Some(first) = failures.first() {
+            return Err(first.clone());
+        }
         match self.server.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("the gateway failed: {e}")),

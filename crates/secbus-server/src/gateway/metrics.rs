@@ -100,6 +100,11 @@ impl MetricsRegistry {
             .register(name, help, metric);
     }
 
+    /// Lets `f` register metrics of other parts of the server.
+    pub(crate) fn with_registry(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Counts an accepted event.
     pub(crate) fn accept(&self, tenant: &str, ty: &str, latency: Duration) {
         self.accepted

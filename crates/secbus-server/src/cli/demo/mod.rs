@@ -4,6 +4,7 @@
 mod enrichment;
 mod story;
 mod summary;
+mod webhook;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -21,8 +22,13 @@ use crate::gateway::in_process::InProcessGateway;
 use enrichment::Enrichment;
 use story::Story;
 
-/// How long the demo's consumer may take to settle the story's events.
+/// How long the demo's consumer, detection and alerting may take.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The HMAC key the demo's webhook output signs with.
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+/// Findings the story raises: the spray (twice: each round of the spray
+/// reaches five distinct users), the takeover, the encoded PowerShell.
+const EXPECTED_FINDINGS: usize = 4;
 
 /// Arguments of `secbus demo`.
 #[derive(Debug, clap::Args)]
@@ -49,6 +55,71 @@ pub(crate) struct DemoArgs {
 pub(super) struct DemoRun {
     /// A client of the demo's gateway, with the demo tenant's admin key.
     pub(super) client: GatewayClient,
+    /// The webhook receiver alerts go to.
+    pub(super) webhook: webhook::WebhookReceiver,
+    /// The HMAC key of the webhook's signatures.
+    pub(super) webhook_secret: &'static str,
+    /// Where the audit trail is written.
+    pub(super) audit_dir: std::path::PathBuf,
+    /// A scratch folder (the tampered copy of the trail goes there).
+    pub(super) scratch: std::path::PathBuf,
+}
+
+/// The demo's server configuration: audit every event, detect with the
+/// shipped rules, alert on high findings to the local webhook.
+fn config(dir: &std::path::Path, tenant: &str, webhook: &str) -> Result<GatewayConfig, String> {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).map_err(|e| format!("cannot write the rules: {e}"))?;
+    for (name, yaml) in secbus_detect::SHIPPED_RULES {
+        std::fs::write(rules.join(name), yaml)
+            .map_err(|e| format!("cannot write the rules: {e}"))?;
+    }
+    let toml = format!(
+        r#"
+[audit]
+dir = "{audit}"
+tenants = ["{tenant}"]
+
+[detection]
+rules = ["{rules}"]
+tenants = ["{tenant}"]
+
+[alerting]
+tenants = ["{tenant}"]
+
+[[alerting.outputs]]
+name = "soc-webhook"
+kind = "webhook"
+url = "{webhook}"
+secret = "{WEBHOOK_SECRET}"
+
+[[alerting.rules]]
+id = "high-findings-to-soc"
+types = "detection.finding"
+min_severity = "high"
+outputs = ["soc-webhook"]
+"#,
+        audit = dir.join("audit").display(),
+        rules = rules.display(),
+    );
+    GatewayConfig::parse(&toml, "the demo's configuration", std::iter::empty())
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until `tenant` has `n` events of `ty`.
+async fn wait_for(client: &GatewayClient, ty: &str, n: usize) -> bool {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(page) = client
+            .get(&format!("/v1/events?type={ty}&limit=1000"))
+            .await
+            && page["events"].as_array().map_or(0, Vec::len) >= n
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 pub(crate) async fn run(args: DemoArgs) -> ExitCode {
@@ -73,13 +144,10 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         Ok(bus) => bus,
         Err(e) => return Ok(fail_in(&format!("cannot open the bus {url}"), &e)),
     };
-    let gateway = InProcessGateway::start(
-        bus.clone(),
-        tenant.as_str(),
-        &args.listen,
-        GatewayConfig::default(),
-    )
-    .await?;
+    let receiver = webhook::WebhookReceiver::start().await?;
+    let config = config(dir.path(), tenant.as_str(), &receiver.url)?;
+    let gateway =
+        InProcessGateway::start(bus.clone(), tenant.as_str(), &args.listen, config).await?;
     let (base, key) = (gateway.base(), gateway.key.clone());
     println!(
         "secbus demo: embedded engine in {}, gateway on {base}",
@@ -107,7 +175,20 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         ));
     }
 
-    let run = DemoRun { client };
+    if !wait_for(&client, "detection.finding", EXPECTED_FINDINGS).await
+        || !wait_for(&client, "alert.sent", EXPECTED_FINDINGS).await
+    {
+        return Err(format!(
+            "detection and alerting did not raise {EXPECTED_FINDINGS} findings and alerts in {SETTLE_TIMEOUT:?}"
+        ));
+    }
+    let run = DemoRun {
+        client,
+        webhook: receiver,
+        webhook_secret: WEBHOOK_SECRET,
+        audit_dir: dir.path().join("audit"),
+        scratch: dir.path().join("scratch"),
+    };
     for section in summary::sections() {
         println!("\n== {}", section.title());
         for line in section.render(&run).await? {
@@ -125,6 +206,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     }
     drop(enrichment);
     gateway.stop().await?;
+    drop(run);
     bus.close().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,9 @@ pub(super) fn sections() -> Vec<Box<dyn Section>> {
         Box::new(EventsByType),
         Box::new(CorrelationChains),
         Box::new(DeadLetters),
+        Box::new(Findings),
+        Box::new(Alerts),
+        Box::new(AuditTrail),
     ]
 }
 
@@ -200,4 +203,195 @@ impl Section for DeadLetters {
             Ok(lines)
         })
     }
+}
+
+struct Findings;
+
+impl Section for Findings {
+    fn title(&self) -> &'static str {
+        "detection findings (Sigma rules; each caused by the event that triggered it)"
+    }
+
+    fn render<'a>(&'a self, demo: &'a DemoRun) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let events = stored_events(demo).await?;
+            let by_id: BTreeMap<&str, &Value> = events
+                .iter()
+                .filter_map(|e| Some((e["event"]["id"].as_str()?, &e["event"])))
+                .collect();
+            let mut lines = Vec::new();
+            for e in events
+                .iter()
+                .filter(|e| e["event"]["type"] == "detection.finding")
+            {
+                let f = &e["event"];
+                let data = &f["data"];
+                let cause = f["causationid"].as_str().unwrap_or_default();
+                let cause_type = by_id
+                    .get(cause)
+                    .and_then(|c| c["type"].as_str())
+                    .unwrap_or("?");
+                lines.push(format!(
+                    "[{}] {}  (rule {})",
+                    data["unmapped"]["rule_level"].as_str().unwrap_or_default(),
+                    data["finding_info"]["title"].as_str().unwrap_or_default(),
+                    data["finding_info"]["analytic"]["uid"]
+                        .as_str()
+                        .unwrap_or_default(),
+                ));
+                lines.push(format!("    caused by {cause_type} {cause}"));
+                let related = data["finding_info"]["related_events"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                if let Some(kind) = data["unmapped"]["correlation_type"].as_str() {
+                    lines.push(format!("    {kind} over {related} contributing events"));
+                }
+                lines.push(format!(
+                    "    correlation {}",
+                    f["correlationid"].as_str().unwrap_or_default()
+                ));
+            }
+            if lines.is_empty() {
+                lines.push("(none)".to_owned());
+            }
+            Ok(lines)
+        })
+    }
+}
+
+struct Alerts;
+
+impl Section for Alerts {
+    fn title(&self) -> &'static str {
+        "alerts (rule high-findings-to-soc to the local webhook)"
+    }
+
+    fn render<'a>(&'a self, demo: &'a DemoRun) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let received = demo.webhook.received();
+            let signed = received
+                .iter()
+                .filter(|r| {
+                    r.signature.as_deref().is_some_and(|sig| {
+                        secbus_handlers::alerting::verify_signature(
+                            demo.webhook_secret.as_bytes(),
+                            &r.body,
+                            sig,
+                        )
+                    })
+                })
+                .count();
+            let events = stored_events(demo).await?;
+            let count = |ty: &str| events.iter().filter(|e| e["event"]["type"] == ty).count();
+            Ok(vec![
+                format!(
+                    "the webhook received {} alerts, {signed} with a valid HMAC-SHA256 signature",
+                    received.len()
+                ),
+                format!(
+                    "on the bus: {} alert.sent, {} alert.failed",
+                    count("alert.sent"),
+                    count("alert.failed")
+                ),
+            ])
+        })
+    }
+}
+
+struct AuditTrail;
+
+impl Section for AuditTrail {
+    fn title(&self) -> &'static str {
+        "audit trail (secbus audit verify)"
+    }
+
+    fn render<'a>(&'a self, demo: &'a DemoRun) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let stored = stored_events(demo).await?.len() as u64;
+            // The audit group runs behind the publishers: wait for it to hold
+            // every stored event before checking.
+            let mut checks = Vec::new();
+            for _ in 0..100 {
+                checks = secbus_handlers::audit::verify_path(&demo.audit_dir)
+                    .map_err(|e| e.to_string())?;
+                if checks.iter().map(|c| c.records).sum::<u64>() >= stored {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let mut lines = Vec::new();
+            for c in &checks {
+                lines.push(match &c.broken {
+                    None => format!(
+                        "{}: intact, {} records in {} file(s)",
+                        c.path.display(),
+                        c.records,
+                        c.files
+                    ),
+                    Some(b) => format!("{}: BROKEN at {b}", c.path.display()),
+                });
+            }
+            // One byte changed in a copy: verify names the record.
+            let Some(trail) = checks.first().map(|c| c.path.clone()) else {
+                return Ok(vec!["(no trail written)".to_owned()]);
+            };
+            let copy = demo.scratch.join("tampered");
+            std::fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
+            let file = std::fs::read_dir(&trail)
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .min()
+                .ok_or("the trail has no file")?;
+            let mut bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+            let tampered_line =
+                tamper(&mut bytes).ok_or("the trail is too short to tamper with")?;
+            let target = copy.join(file.file_name().unwrap_or_default());
+            std::fs::write(&target, &bytes).map_err(|e| e.to_string())?;
+            lines.push(format!(
+                "changed one byte of line {tampered_line} in a copy ({}):",
+                target.display()
+            ));
+            for c in secbus_handlers::audit::verify_path(&copy).map_err(|e| e.to_string())? {
+                lines.push(match &c.broken {
+                    None => format!("  {}: intact (the change was not found!)", c.path.display()),
+                    Some(b) => format!("  verify fails at {b}"),
+                });
+            }
+            Ok(lines)
+        })
+    }
+}
+
+/// Changes one digit inside the event of the middle line (its data, not the
+/// chain fields): the record still parses, but its hash no longer matches.
+/// The line number changed, from 1.
+fn tamper(bytes: &mut [u8]) -> Option<usize> {
+    let lines: Vec<usize> = std::iter::once(0)
+        .chain(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .filter(|&i| i < bytes.len())
+        .collect();
+    let middle = *lines.get(lines.len() / 2)?;
+    let end = bytes[middle..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |p| middle + p);
+    let data = bytes[middle..end]
+        .windows(7)
+        .position(|w| w == b"\"data\":")?
+        + middle;
+    let at = bytes[data..end].iter().position(|b| b.is_ascii_digit())? + data;
+    bytes[at] = if bytes[at] == b'9' {
+        b'8'
+    } else {
+        bytes[at] + 1
+    };
+    Some(lines.len() / 2 + 1)
 }
