@@ -9,6 +9,7 @@ mod audit;
 mod consume;
 mod consumer;
 mod contracts;
+mod detect_sigma;
 mod gateway_batch;
 mod gateway_single;
 mod hot_path;
@@ -83,6 +84,12 @@ const SCENARIOS: &[Scenario] = &[
         applies: audit::applies,
         run: audit::run,
     },
+    Scenario {
+        name: detect_sigma::NAME,
+        about: "process starts through the detection worker with --rules loaded, against rsigma alone",
+        applies: detect_sigma::applies,
+        run: detect_sigma::run,
+    },
 ];
 
 /// Arguments of `secbus bench`.
@@ -140,12 +147,22 @@ pub(crate) struct BenchArgs {
     /// Exit 1 when a scenario misses one of its targets.
     #[arg(long)]
     check: bool,
+    /// Sigma rule folders for detect.sigma (repeatable; it runs only when given),
+    /// e.g. a checkout of the SigmaHQ rules.
+    #[arg(long = "rules", value_name = "DIR")]
+    rules: Vec<PathBuf>,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> ExitCode {
     let selected: Vec<&Scenario> = if args.scenarios.is_empty() {
         let engine = engine_of(&args.bus).unwrap_or_default();
-        SCENARIOS.iter().filter(|s| (s.applies)(engine)).collect()
+        // detect.sigma needs rules to load: by default it runs only with --rules.
+        SCENARIOS
+            .iter()
+            .filter(|s| {
+                (s.applies)(engine) && (s.name != detect_sigma::NAME || !args.rules.is_empty())
+            })
+            .collect()
     } else {
         let mut selected = Vec::new();
         for name in &args.scenarios {
@@ -183,6 +200,7 @@ pub(crate) async fn run(args: BenchArgs) -> ExitCode {
             .map_or((events / 100).clamp(10, 5000), |m| m as usize),
         rounds: args.rounds as usize,
         scratch: place.scratch.clone(),
+        rules: args.rules.clone(),
     };
     let mut output = Output::new(args.json);
     let mut failed = false;

