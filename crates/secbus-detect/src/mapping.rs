@@ -80,11 +80,38 @@ impl Mapping {
 
     /// The event as the rules see it: one flat JSON object.
     pub fn to_sigma(&self, event: &Event) -> Value {
+        // Parsed straight into a map whose fields are moved, not copied: this
+        // runs once per event in front of every rule.
+        let data: Map<String, Value> = event.data_as().ok().flatten().unwrap_or_default();
+        let data = Value::Object(data);
         let mut out = Map::new();
-        let data = event.data().unwrap_or(Value::Null);
-        if let Value::Object(fields) = &data {
+        let m = self.types.get(event.ty.as_str());
+        if let Some(m) = m {
+            for (field, source) in &m.fields {
+                if let Some(v) = resolve(source, &data) {
+                    out.insert(field.clone(), v);
+                }
+            }
+            let ls = &m.logsource;
+            for (name, value) in [
+                (CATEGORY_FIELD, &ls.category),
+                (PRODUCT_FIELD, &ls.product),
+                (SERVICE_FIELD, &ls.service),
+            ] {
+                if let Some(v) = value.as_deref().and_then(|v| resolve_logsource(v, &data)) {
+                    out.insert(name.into(), Value::String(v));
+                }
+            }
+        } else {
+            out.insert(PRODUCT_FIELD.into(), Value::String("secbus".into()));
+            out.insert(
+                SERVICE_FIELD.into(),
+                Value::String(event.ty.as_str().to_owned()),
+            );
+        }
+        if let Value::Object(fields) = data {
             for (k, v) in fields {
-                out.insert(k.clone(), v.clone());
+                out.entry(k).or_insert(v);
             }
         }
         out.insert("id".into(), Value::String(event.id.as_str().to_owned()));
@@ -99,32 +126,6 @@ impl Mapping {
         }
         if let Some(time) = event.time {
             out.insert("time".into(), Value::String(time.to_rfc3339()));
-        }
-        match self.types.get(event.ty.as_str()) {
-            Some(m) => {
-                for (field, source) in &m.fields {
-                    if let Some(v) = resolve(source, &data) {
-                        out.insert(field.clone(), v);
-                    }
-                }
-                let ls = &m.logsource;
-                for (name, value) in [
-                    (CATEGORY_FIELD, &ls.category),
-                    (PRODUCT_FIELD, &ls.product),
-                    (SERVICE_FIELD, &ls.service),
-                ] {
-                    if let Some(v) = value.as_deref().and_then(|v| resolve_logsource(v, &data)) {
-                        out.insert(name.into(), Value::String(v));
-                    }
-                }
-            }
-            None => {
-                out.insert(PRODUCT_FIELD.into(), Value::String("secbus".into()));
-                out.insert(
-                    SERVICE_FIELD.into(),
-                    Value::String(event.ty.as_str().to_owned()),
-                );
-            }
         }
         Value::Object(out)
     }

@@ -127,9 +127,8 @@ impl DetectionWorker {
                         Some(Ok(d)) => d,
                         Some(Err(e)) => return Err(e.into()),
                     };
-                    let event = delivery.event().clone();
-                    if !replayed.remove(event.id.as_str()) {
-                        evaluate(&bus, &detector, &stats, &event).await;
+                    if !replayed.remove(delivery.event().id.as_str()) {
+                        evaluate(&bus, &detector, &stats, delivery.event()).await;
                     }
                     delivery.ack().await?;
                 }

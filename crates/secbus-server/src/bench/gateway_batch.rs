@@ -21,8 +21,9 @@ use crate::gateway::in_process::InProcessGateway;
 
 pub(crate) const NAME: &str = "gateway.batch";
 
-/// Events per request: half the gateway's default batch limit.
-const BATCH: usize = 500;
+/// Events per request: the gateway's default batch limit, and the raw
+/// embedded baseline's rows per transaction.
+const BATCH: usize = 1000;
 /// Clients sending at once, each one request at a time.
 const CLIENTS: usize = 4;
 

@@ -68,7 +68,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: gateway_batch::NAME,
-        about: "POST /v1/events/batch of 500 events from 4 clients against the engine's raw publish",
+        about: "POST /v1/events/batch of 1,000 events from 4 clients against the engine's raw publish",
         applies: gateway_batch::applies,
         run: gateway_batch::run,
     },
