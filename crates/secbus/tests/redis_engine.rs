@@ -540,7 +540,10 @@ async fn an_id_is_remembered_across_dedup_slices_for_the_window_and_then_forgott
     tokio::time::sleep_until((start + window + window / 4 + Duration::from_millis(100)).into())
         .await;
     let later = bus.publish_batch(vec![e.clone(), e.clone()]).await.unwrap();
-    assert!(!later[0].duplicate, "the id was kept past its window and slice");
+    assert!(
+        !later[0].duplicate,
+        "the id was kept past its window and slice"
+    );
     assert!(later[1].duplicate, "a copy in the same batch was stored");
     let mut conn = raw(&server).await;
     let len: usize = conn.xlen("secbus:{acme}:log").await.unwrap();
