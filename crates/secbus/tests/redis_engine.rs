@@ -115,7 +115,7 @@ async fn events_live_in_a_stream_per_tenant_under_the_prefix_with_dedup_slices_t
     let ttl: i64 = conn.pttl(&slices[0]).await.unwrap();
     let window = BusConfig::default().dedup_window.as_millis() as i64;
     assert!(
-        ttl > window - 60_000 && ttl <= window + window / 4,
+        ttl > window - 60_000 && ttl <= window + window / 2,
         "dedup slice TTL {ttl} ms, window {window} ms"
     );
     let again = bus.publish(e.clone()).await.unwrap();

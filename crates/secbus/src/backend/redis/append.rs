@@ -57,8 +57,9 @@ const ARGS_PER_EVENT: usize = 5;
 /// per run, so the log may pass MAXLEN by a run for a moment.
 ///
 /// Dedup: the fields seen live in hashes, one per slice of a quarter window
-/// (`<prefix><slice number>`, by the server's clock), each expiring once its
-/// newest field is a window old. A field is seen if any of the last five
+/// (`<prefix><slice number>`, by the server's clock). A run unlinks the slice
+/// that just fell out of the window; each also expires a quarter window after
+/// that, for a tenant that stopped publishing. A field is seen if any of the last five
 /// slices holds it, so it is remembered for at least the window and at most
 /// a quarter window more. A run costs five `HMGET`s and one `HSET` for all its
 /// events rather than a `SET NX PX` each: the server's one thread is the bound
@@ -78,6 +79,9 @@ if #fields > 0 then
   slice = math.ceil(window / @SLICES@)
   local k = math.floor(now / slice)
   current = k
+  -- UNLINK frees a large hash off the server's main thread; an expiry
+  -- would free it on it, blocking every client for a busy tenant's slice.
+  redis.call('UNLINK', prefix .. (k - @SLICES@ - 1))
   for back = 0, @SLICES@ do
     local key = prefix .. (k - back)
     if redis.call('EXISTS', key) == 1 then
@@ -103,7 +107,7 @@ local function remember()
     end
     redis.call('HSET', key, unpack(args))
   end
-  redis.call('PEXPIREAT', key, (current + @SLICES@ + 1) * slice)
+  redis.call('PEXPIREAT', key, (current + @SLICES@ + 2) * slice)
 end
 local n = 0
 for i = 5, #ARGV, 5 do

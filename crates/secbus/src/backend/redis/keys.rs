@@ -7,7 +7,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `secbus:{acme}:log` | stream | the events: fields `type`, `event` (the CloudEvent JSON), `redrive` (a redriven dead letter's group) |
-//! | `secbus:{acme}:dedup:<slice>` | hash, expires a window after the slice ends | fields `id:<event id>` and `content:<sha-256 hex>` of the events stored in one slice (a quarter of the dedup window, numbered from the epoch) |
+//! | `secbus:{acme}:dedup:<slice>` | hash, unlinked once a window past, and expires a quarter window later | fields `id:<event id>` and `content:<sha-256 hex>` of the events stored in one slice (a quarter of the dedup window, numbered from the epoch) |
 //! | `secbus:{acme}:groups` | hash | group name -> the type pattern it was created with |
 //! | `secbus:{acme}:delayed:<group>` | sorted set | nacked entries of the group by due time (ms) |
 //! | `secbus:{acme}:dlq` | stream | dead letters: fields `id`, `deadletter` (JSON) |
