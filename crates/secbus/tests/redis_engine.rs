@@ -70,7 +70,7 @@ async fn nothing_within(sub: &mut Subscription, quiet: Duration, what: &str) {
 }
 
 #[tokio::test]
-async fn events_live_in_a_stream_per_tenant_under_the_prefix_with_dedup_keys_that_expire() {
+async fn events_live_in_a_stream_per_tenant_under_the_prefix_with_dedup_slices_that_expire() {
     let server = server();
     let bus = connect(&format!("{}?prefix=app", server.url())).await;
     let e = event("auth.login.failed", 1);
@@ -105,14 +105,18 @@ async fn events_live_in_a_stream_per_tenant_under_the_prefix_with_dedup_keys_tha
     let globex_len: usize = conn.xlen("app:{globex}:log").await.unwrap();
     assert_eq!(globex_len, 1, "globex has a stream of its own");
 
-    let ttl: i64 = conn
-        .pttl(format!("app:{{acme}}:dedup:{}", e.id))
+    let slices: Vec<String> = conn.keys("app:{acme}:dedup:*").await.unwrap();
+    assert_eq!(slices.len(), 1, "one dedup slice: {slices:?}");
+    let field: bool = conn
+        .hexists(&slices[0], format!("id:{}", e.id))
         .await
         .unwrap();
+    assert!(field, "the slice holds the event id");
+    let ttl: i64 = conn.pttl(&slices[0]).await.unwrap();
     let window = BusConfig::default().dedup_window.as_millis() as i64;
     assert!(
-        ttl > window - 60_000 && ttl <= window,
-        "dedup key TTL {ttl} ms, window {window} ms"
+        ttl > window - 60_000 && ttl <= window + window / 2,
+        "dedup slice TTL {ttl} ms, window {window} ms"
     );
     let again = bus.publish(e.clone()).await.unwrap();
     assert!(again.duplicate && again.sequence.is_none());
@@ -505,6 +509,45 @@ async fn dead_letters_are_a_stream_per_tenant_found_and_deleted_by_id() {
     let index: usize = conn.hlen("secbus:{acme}:dlq:index").await.unwrap();
     let stream: usize = conn.xlen("secbus:{acme}:dlq").await.unwrap();
     assert_eq!((index, stream), (2, 2));
+}
+
+#[tokio::test]
+async fn an_id_is_remembered_across_dedup_slices_for_the_window_and_then_forgotten() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let window = Duration::from_millis(800);
+    let config = BusConfig {
+        dedup_window: window,
+        spool_dir: dir.path().to_path_buf(),
+        ..BusConfig::default()
+    };
+    let bus = Bus::connect_with(&server.url(), config).await.unwrap();
+    let e = event("auth.login.failed", 1);
+    let start = std::time::Instant::now();
+    assert!(!bus.publish(e.clone()).await.unwrap().duplicate);
+    // Slices are a quarter window: these copies land in later slices.
+    for wait in [250, 500] {
+        tokio::time::sleep_until((start + Duration::from_millis(wait)).into()).await;
+        let copy = bus.publish(e.clone()).await.unwrap();
+        if start.elapsed() < window {
+            assert!(copy.duplicate, "a copy after {wait} ms was stored");
+        }
+    }
+    let batch = bus.publish_batch(vec![e.clone(), e.clone()]).await.unwrap();
+    if start.elapsed() < window {
+        assert!(batch.iter().all(|r| r.duplicate), "{batch:?}");
+    }
+    tokio::time::sleep_until((start + window + window / 4 + Duration::from_millis(100)).into())
+        .await;
+    let later = bus.publish_batch(vec![e.clone(), e.clone()]).await.unwrap();
+    assert!(
+        !later[0].duplicate,
+        "the id was kept past its window and slice"
+    );
+    assert!(later[1].duplicate, "a copy in the same batch was stored");
+    let mut conn = raw(&server).await;
+    let len: usize = conn.xlen("secbus:{acme}:log").await.unwrap();
+    assert_eq!(len, 2, "the event once in its window and once after");
 }
 
 #[tokio::test]

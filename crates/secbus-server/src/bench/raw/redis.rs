@@ -2,10 +2,12 @@
 //! their own (`secbus-bench-raw-<uuid>:...`) that are deleted afterwards.
 //!
 //! - publish: `XADD <log> * type <type> event <json>` (JSON encoded before
-//!   timing), pipelined by `depth`, one pipeline at a time; "with dedup" puts
-//!   before each `XADD` the dedup key secbus claims for every event,
-//!   `SET <dedup key> 1 NX PX 300000`, in the same pipeline (not conditional
-//!   and not atomic, unlike secbus's script: the least the same work can cost).
+//!   timing), pipelined by `depth`, one pipeline at a time; "with dedup" adds
+//!   to each pipeline the dedup work secbus's script does per run: an `HMGET`
+//!   of the pipeline's event ids in each of the five dedup slices a window
+//!   spans, then after the `XADD`s one `HSET` of the ids into the current
+//!   slice and its `PEXPIREAT` (not conditional and not atomic, unlike
+//!   secbus's script: the least the same work can cost).
 //! - consume: a consumer group reading a log filled before timing with
 //!   `XREADGROUP COUNT depth`, each batch acked with one `XACK` sent in the
 //!   same pipeline as the next read; "with decode" also decodes each entry into
@@ -23,6 +25,8 @@ use super::RawRun;
 
 /// secbus's default dedup window (`BusConfig::dedup_window`), in ms.
 const DEDUP_WINDOW_MS: u64 = 300_000;
+/// The dedup slices secbus keeps per window; a window spans one more.
+const DEDUP_SLICES: u64 = 4;
 /// Keys per `SCAN` step when cleaning up.
 const SCAN_COUNT: usize = 1000;
 
@@ -35,7 +39,7 @@ pub(crate) struct RawRedis {
 
 /// An event as the raw side sends it: encoded once, before timing.
 pub(crate) struct Encoded {
-    dedup_key: String,
+    dedup_field: String,
     ty: String,
     json: Vec<u8>,
 }
@@ -60,7 +64,7 @@ impl RawRedis {
         events
             .iter()
             .map(|e| Encoded {
-                dedup_key: format!("{}:{{{}}}:dedup:{}", self.prefix, e.tenant, e.id),
+                dedup_field: format!("id:{}", e.id),
                 ty: e.ty.to_string(),
                 json: e.to_json(),
             })
@@ -77,18 +81,21 @@ impl RawRedis {
         dedup: bool,
     ) -> anyhow::Result<RawRun> {
         let mut conn = self.conn.clone();
+        let slice_ms = DEDUP_WINDOW_MS / DEDUP_SLICES;
         let start = Instant::now();
         for chunk in events.chunks(depth) {
             let mut pipe = redis::pipe();
-            for e in chunk {
-                if dedup {
-                    pipe.cmd("SET")
-                        .arg(&e.dedup_key)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(DEDUP_WINDOW_MS);
+            let slice = now_ms() / slice_ms;
+            let current = format!("{log}:dedup:{slice}");
+            if dedup {
+                for back in 0..=DEDUP_SLICES {
+                    pipe.cmd("HMGET")
+                        .arg(format!("{log}:dedup:{}", slice - back))
+                        .arg(chunk.iter().map(|e| &e.dedup_field).collect::<Vec<_>>())
+                        .ignore();
                 }
+            }
+            for e in chunk {
                 pipe.cmd("XADD")
                     .arg(log)
                     .arg("*")
@@ -97,21 +104,30 @@ impl RawRedis {
                     .arg("event")
                     .arg(&e.json);
             }
+            if dedup {
+                pipe.cmd("HSET").arg(&current);
+                for e in chunk {
+                    pipe.arg(&e.dedup_field).arg(1);
+                }
+                pipe.ignore()
+                    .cmd("PEXPIREAT")
+                    .arg(&current)
+                    .arg((slice + DEDUP_SLICES + 1) * slice_ms)
+                    .ignore();
+            }
             let replies: Vec<Value> = pipe
                 .query_async(&mut conn)
                 .await
                 .context("a raw XADD pipeline failed")?;
-            if dedup {
-                anyhow::ensure!(
-                    replies.iter().all(|v| !matches!(v, Value::Nil)),
-                    "a raw dedup key was already set"
-                );
-            }
+            anyhow::ensure!(
+                replies.len() == chunk.len() && replies.iter().all(|v| !matches!(v, Value::Nil)),
+                "a raw XADD was not stored"
+            );
         }
         Ok(RawRun {
             baseline: if dedup {
-                "redis XADD pipelined by depth, each after a SET NX PX dedup key \
-                 in the same pipeline"
+                "redis XADD pipelined by depth, with an HMGET of the ids in each \
+                 of 5 dedup hashes and an HSET + PEXPIREAT of them in the same pipeline"
             } else {
                 "redis XADD pipelined by depth"
             },
@@ -203,6 +219,13 @@ impl RawRedis {
     pub(crate) async fn close(self) -> anyhow::Result<()> {
         delete_prefixed(&self.conn, &self.prefix).await
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// A connection to the server of a `redis://` bus URL, without its settings.

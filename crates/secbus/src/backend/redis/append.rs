@@ -2,12 +2,13 @@
 //! and an appender that gathers the appends of concurrent publishers into
 //! those runs, a few round trips in flight at a time.
 //!
-//! The script claims each event's dedup key (`SET NX PX window`) and adds the
-//! entry (`XADD`) as one atomic step: no reader sees a dedup key without its
-//! event, and since Redis writes a script's effects to the append-only file as
-//! one `MULTI`/`EXEC`, a crash cannot keep one without the other either. If
-//! the `XADD` fails the script deletes the keys it set. A redriven dead letter
-//! skips the dedup keys (its id was seen before, on purpose).
+//! The script checks each event's id (and content hash) against the dedup
+//! hashes, adds the entry (`XADD`) and records the id as one atomic step: no
+//! reader sees a dedup field without its event, and since Redis writes a
+//! script's effects to the append-only file as one `MULTI`/`EXEC`, a crash
+//! cannot keep one without the other either. If an `XADD` fails the script
+//! records the events stored before it and returns the error. A redriven dead
+//! letter skips dedup (its id was seen before, on purpose).
 //!
 //! Order: one append call's events go out in one pipeline, in order, on one
 //! connection; a publisher waits for its call to finish before the next, so
@@ -44,26 +45,74 @@ const PIPELINES_IN_FLIGHT: usize = 4;
 const QUEUE: usize = 1024;
 /// The longest dedup window sent to Redis (a century, in ms).
 const MAX_WINDOW_MS: u128 = 100 * 365 * 24 * 3600 * 1000;
-/// Arguments per event after the three shared ones.
+/// Arguments per event after the four shared ones.
 const ARGS_PER_EVENT: usize = 5;
 
-/// KEYS: 1 = the log, then the dedup keys the arguments point at.
+/// KEYS: 1 = the log.
 /// ARGV: 1 = dedup window (ms), 2 = MAXLEN (0: none), 3 = MINID ("": none),
-/// then per event: its dedup key's index in KEYS (0: none), its content key's
-/// index (0: none), type, redrive group ("": none), CloudEvent JSON.
+/// 4 = the tenant's dedup key prefix, then per event: its id field ("": no
+/// dedup), its content field ("": none), type, redrive group ("": none),
+/// CloudEvent JSON.
 /// Returns per event its stream id, or "" for a duplicate. Trimming runs once
 /// per run, so the log may pass MAXLEN by a run for a moment.
+///
+/// Dedup: the fields seen live in hashes, one per slice of a quarter window
+/// (`<prefix><slice number>`, by the server's clock). A run unlinks the slice
+/// that just fell out of the window; each also expires a quarter window after
+/// that, for a tenant that stopped publishing. A field is seen if any of the last five
+/// slices holds it, so it is remembered for at least the window and at most
+/// a quarter window more. A run costs five `HMGET`s and one `HSET` for all its
+/// events rather than a `SET NX PX` each: the server's one thread is the bound
+/// of a pipelined publish, and a key per event was half its work.
 const APPEND: &str = r#"
-local log, window = KEYS[1], ARGV[1]
-local out = {}
-local n = 0
-for i = 4, #ARGV, 5 do
-  local idk, ck = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  local fresh = idk == 0 or redis.call('SET', KEYS[idk], '1', 'NX', 'PX', window)
-  if fresh and ck > 0 and not redis.call('SET', KEYS[ck], '1', 'NX', 'PX', window) then
-    if idk > 0 then redis.call('DEL', KEYS[idk]) end
-    fresh = false
+local log, window, prefix = KEYS[1], tonumber(ARGV[1]), ARGV[4]
+local CHUNK = 500
+local fields = {}
+for i = 5, #ARGV, 5 do
+  if ARGV[i] ~= '' then fields[#fields + 1] = ARGV[i] end
+  if ARGV[i + 1] ~= '' then fields[#fields + 1] = ARGV[i + 1] end
+end
+local seen, current, slice = {}, nil, 0
+if #fields > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  slice = math.ceil(window / @SLICES@)
+  local k = math.floor(now / slice)
+  current = k
+  -- UNLINK frees a large hash off the server's main thread; an expiry
+  -- would free it on it, blocking every client for a busy tenant's slice.
+  redis.call('UNLINK', prefix .. (k - @SLICES@ - 1))
+  for back = 0, @SLICES@ do
+    local key = prefix .. (k - back)
+    if redis.call('EXISTS', key) == 1 then
+      for from = 1, #fields, CHUNK do
+        local part = {unpack(fields, from, math.min(from + CHUNK - 1, #fields))}
+        local got = redis.call('HMGET', key, unpack(part))
+        for j = 1, #part do
+          if got[j] then seen[part[j]] = true end
+        end
+      end
+    end
   end
+end
+local out, fresh_fields = {}, {}
+local function remember()
+  if #fresh_fields == 0 then return end
+  local key = prefix .. current
+  for from = 1, #fresh_fields, CHUNK do
+    local args = {}
+    for j = from, math.min(from + CHUNK - 1, #fresh_fields) do
+      args[#args + 1] = fresh_fields[j]
+      args[#args + 1] = '1'
+    end
+    redis.call('HSET', key, unpack(args))
+  end
+  redis.call('PEXPIREAT', key, (current + @SLICES@ + 2) * slice)
+end
+local n = 0
+for i = 5, #ARGV, 5 do
+  local idf, cf = ARGV[i], ARGV[i + 1]
+  local fresh = not ((idf ~= '' and seen[idf]) or (cf ~= '' and seen[cf]))
   n = n + 1
   if fresh then
     local id
@@ -74,19 +123,24 @@ for i = 4, #ARGV, 5 do
         '@REDRIVE@', ARGV[i + 3])
     end
     if type(id) == 'table' then
-      if idk > 0 then redis.call('DEL', KEYS[idk]) end
-      if ck > 0 then redis.call('DEL', KEYS[ck]) end
+      remember()
       return id
     end
+    if idf ~= '' then seen[idf] = true; fresh_fields[#fresh_fields + 1] = idf end
+    if cf ~= '' then seen[cf] = true; fresh_fields[#fresh_fields + 1] = cf end
     out[n] = id
   else
     out[n] = ''
   end
 end
+remember()
 if ARGV[2] ~= '0' then redis.call('XTRIM', log, 'MAXLEN', '~', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('XTRIM', log, 'MINID', '~', ARGV[3]) end
 return out
 "#;
+
+/// Dedup slices per window (see [`APPEND`]).
+const SLICES: u32 = 4;
 
 /// The append script with the field names filled in.
 fn source() -> &'static str {
@@ -96,6 +150,7 @@ fn source() -> &'static str {
             .replace("@TYPE@", FIELD_TYPE)
             .replace("@EVENT@", FIELD_EVENT)
             .replace("@REDRIVE@", FIELD_REDRIVE)
+            .replace("@SLICES@", &SLICES.to_string())
     })
 }
 
@@ -247,47 +302,40 @@ fn run(
 ) -> (redis::Cmd, usize) {
     let tenant = &records[0].tenant;
     let keys = TenantKeys::new(&config.prefix, tenant);
-    let mut key_names = vec![keys.log()];
     let take = records.len().min(RUN_RECORDS);
-    let mut index: Vec<[String; 2]> = Vec::with_capacity(take);
+    let mut fields: Vec<[String; 2]> = Vec::with_capacity(take);
     let mut bytes = 0;
-    let mut count = 0;
     for record in records.iter().take(take) {
-        if &record.tenant != tenant || (count > 0 && bytes >= RUN_BYTES) {
+        if &record.tenant != tenant || (!fields.is_empty() && bytes >= RUN_BYTES) {
             break;
         }
         let dedup = window_ms > 0 && record.redrive_for.is_none();
-        let mut index_of = |key: String| {
-            key_names.push(key);
-            key_names.len().to_string()
-        };
-        let id_index = if dedup {
-            index_of(keys.dedup(&record.id))
+        let id_field = if dedup {
+            TenantKeys::id_field(&record.id)
         } else {
-            "0".to_owned()
+            String::new()
         };
-        let content_index = match (dedup, &record.content_key) {
-            (true, Some(k)) => index_of(keys.content(k)),
-            _ => "0".to_owned(),
+        let content_field = match (dedup, &record.content_key) {
+            (true, Some(k)) => TenantKeys::content_field(k),
+            _ => String::new(),
         };
-        index.push([id_index, content_index]);
+        fields.push([id_field, content_field]);
         bytes += record.json.len();
-        count += 1;
     }
-    let mut cmd = eval(source(), &key_names);
-    cmd.arg(shared.as_slice());
-    for (record, [id_index, content_index]) in records.iter().zip(&index) {
-        cmd.arg(id_index)
-            .arg(content_index)
+    let mut cmd = eval(source(), &[keys.log()]);
+    cmd.arg(shared.as_slice()).arg(keys.dedup_slices());
+    for (record, [id_field, content_field]) in records.iter().zip(&fields) {
+        cmd.arg(id_field)
+            .arg(content_field)
             .arg(&record.ty)
             .arg(record.redrive_for.as_deref().unwrap_or(""))
             .arg(&record.json);
     }
-    debug_assert_eq!(index.len() * ARGS_PER_EVENT + 3 + 3 + key_names.len(), {
-        // EVAL, source, numkeys, the keys, the shared arguments, the records'.
+    debug_assert_eq!(fields.len() * ARGS_PER_EVENT + 3 + 1 + 4, {
+        // EVAL, source, numkeys, the log, the shared arguments, the records'.
         cmd.args_iter().count()
     });
-    (cmd, count)
+    (cmd, fields.len())
 }
 
 async fn send(

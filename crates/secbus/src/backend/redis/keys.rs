@@ -7,8 +7,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `secbus:{acme}:log` | stream | the events: fields `type`, `event` (the CloudEvent JSON), `redrive` (a redriven dead letter's group) |
-//! | `secbus:{acme}:dedup:<event id>` | string, TTL = dedup window | the stream id the event was stored at |
-//! | `secbus:{acme}:content:<sha-256 hex>` | string, TTL = dedup window | the same, for content dedup |
+//! | `secbus:{acme}:dedup:<slice>` | hash, unlinked once a window past, and expires a quarter window later | fields `id:<event id>` and `content:<sha-256 hex>` of the events stored in one slice (a quarter of the dedup window, numbered from the epoch) |
 //! | `secbus:{acme}:groups` | hash | group name -> the type pattern it was created with |
 //! | `secbus:{acme}:delayed:<group>` | sorted set | nacked entries of the group by due time (ms) |
 //! | `secbus:{acme}:dlq` | stream | dead letters: fields `id`, `deadletter` (JSON) |
@@ -36,14 +35,19 @@ impl TenantKeys {
         format!("{}:log", self.base)
     }
 
-    /// The dedup key of an event id.
-    pub(super) fn dedup(&self, event_id: &str) -> String {
-        format!("{}:dedup:{event_id}", self.base)
+    /// The start of the dedup hashes' names; the append script adds the slice number.
+    pub(super) fn dedup_slices(&self) -> String {
+        format!("{}:dedup:", self.base)
     }
 
-    /// The dedup key of a content hash.
-    pub(super) fn content(&self, key: &[u8; 32]) -> String {
-        format!("{}:content:{}", self.base, hex::encode(key))
+    /// The dedup field of an event id.
+    pub(super) fn id_field(event_id: &str) -> String {
+        format!("id:{event_id}")
+    }
+
+    /// The dedup field of a content hash.
+    pub(super) fn content_field(key: &[u8; 32]) -> String {
+        format!("content:{}", hex::encode(key))
     }
 
     /// The hash of group name -> type pattern.
@@ -83,8 +87,7 @@ mod tests {
         let keys = TenantKeys::new("secbus", &TenantId::new("acme").unwrap());
         let all = [
             keys.log(),
-            keys.dedup("0190-abc"),
-            keys.content(&[7; 32]),
+            format!("{}7", keys.dedup_slices()),
             keys.groups(),
             keys.delayed("workers"),
             keys.dead_letters(),
@@ -95,7 +98,7 @@ mod tests {
             assert_eq!(hash_tag(key), "acme", "{key}");
         }
         assert_eq!(keys.log(), "secbus:{acme}:log");
-        assert_eq!(keys.dedup("e1"), "secbus:{acme}:dedup:e1");
+        assert_eq!(keys.dedup_slices(), "secbus:{acme}:dedup:");
         let other = TenantKeys::new("secbus", &TenantId::new("globex").unwrap());
         assert_ne!(other.log(), keys.log());
     }

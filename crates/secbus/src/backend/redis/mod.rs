@@ -18,9 +18,10 @@
 //!   with the log and turn back into stream ids for acks and for replay from a
 //!   sequence (see `sequence.rs`).
 //! - **Publishing** (see `append.rs`): a Lua script per run of up to 500 events
-//!   of a tenant sets each event's dedup key (`SET NX PX <dedup window>`, and
-//!   the content key with content dedup) and adds the entry, atomically: a
-//!   crash cannot keep a dedup key without its event. Concurrent publishes are
+//!   of a tenant checks each event's id (and content hash, with content dedup)
+//!   against the tenant's dedup hashes (one per quarter window, expiring a
+//!   window after it ends), adds the entry and records the id, atomically: a
+//!   crash cannot keep a dedup field without its event. Concurrent publishes are
 //!   gathered into those runs, a few pipelines in flight. `publish` returns
 //!   once Redis answered; what that is worth on a crash of Redis is its
 //!   persistence: with `appendonly yes` and `appendfsync always`, every
