@@ -184,21 +184,22 @@ async fn a_webhook_alert_is_signed_and_reported_as_sent() {
     );
     quiet(&mut tail, "the medium event").await;
 
-    let r = shared.lock();
-    assert_eq!(r.requests.len(), 1);
-    let (path, headers, body) = &r.requests[0];
-    assert_eq!(path, "/hook");
-    let sig = headers["x-secbus-signature"].to_str().unwrap();
-    assert!(verify_signature(SECRET.as_bytes(), body, sig), "{sig}");
-    assert!(!verify_signature(b"another secret", body, sig));
-    let mut changed = body.to_vec();
-    changed[10] ^= 1;
-    assert!(!verify_signature(SECRET.as_bytes(), &changed, sig));
-    let body: Value = serde_json::from_slice(body).unwrap();
-    assert_eq!(body["event"]["id"], trigger.id.as_str());
-    assert_eq!(body["event"]["data"]["target"], "https://shop/b");
-    assert_eq!(body["rule_id"], "high-attacks");
-    drop(r);
+    {
+        let r = shared.lock();
+        assert_eq!(r.requests.len(), 1);
+        let (path, headers, body) = &r.requests[0];
+        assert_eq!(path, "/hook");
+        let sig = headers["x-secbus-signature"].to_str().unwrap();
+        assert!(verify_signature(SECRET.as_bytes(), body, sig), "{sig}");
+        assert!(!verify_signature(b"another secret", body, sig));
+        let mut changed = body.to_vec();
+        changed[10] ^= 1;
+        assert!(!verify_signature(SECRET.as_bytes(), &changed, sig));
+        let body: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(body["event"]["id"], trigger.id.as_str());
+        assert_eq!(body["event"]["data"]["target"], "https://shop/b");
+        assert_eq!(body["rule_id"], "high-attacks");
+    }
     workers.shutdown().await.unwrap();
 }
 
@@ -232,9 +233,10 @@ async fn a_500_is_retried_with_backoff_until_it_works() {
     assert_eq!(data(&sent)["attempts"], 3);
     assert_eq!(shared.lock().requests.len(), 3);
     // Three attempts, one body: the same signed alert each time.
-    let r = shared.lock();
-    assert!(r.requests.windows(2).all(|w| w[0].2 == w[1].2));
-    drop(r);
+    {
+        let r = shared.lock();
+        assert!(r.requests.windows(2).all(|w| w[0].2 == w[1].2));
+    }
     workers.shutdown().await.unwrap();
 }
 
@@ -360,11 +362,12 @@ async fn throttling_suppresses_repeats_and_counts_them() {
     let after = data(&next_outcome(&mut tail).await);
     assert_eq!(after["throttle_key"], "https://shop/login");
     assert_eq!(after["suppressed_count"], 3);
-    let r = shared.lock();
-    assert_eq!(r.requests.len(), 3);
-    let last: Value = serde_json::from_slice(&r.requests[2].2).unwrap();
-    assert_eq!(last["suppressed_count"], 3);
-    drop(r);
+    {
+        let r = shared.lock();
+        assert_eq!(r.requests.len(), 3);
+        let last: Value = serde_json::from_slice(&r.requests[2].2).unwrap();
+        assert_eq!(last["suppressed_count"], 3);
+    }
     workers.shutdown().await.unwrap();
 }
 
@@ -413,16 +416,17 @@ async fn field_conditions_route_to_slack_and_the_log() {
     outputs.sort();
     assert_eq!(outputs, ["log", "slack"]);
     quiet(&mut tail, "the event that fails a condition").await;
-    let r = shared.lock();
-    assert_eq!(r.requests.len(), 1);
-    let body: Value = serde_json::from_slice(&r.requests[0].2).unwrap();
-    let text = body["text"].as_str().unwrap();
-    assert!(
-        text.contains("sqli-to-slack") && text.contains(trigger.id.as_str()),
-        "{text}"
-    );
-    assert!(r.requests[0].1.get("x-secbus-signature").is_none());
-    drop(r);
+    {
+        let r = shared.lock();
+        assert_eq!(r.requests.len(), 1);
+        let body: Value = serde_json::from_slice(&r.requests[0].2).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.contains("sqli-to-slack") && text.contains(trigger.id.as_str()),
+            "{text}"
+        );
+        assert!(r.requests[0].1.get("x-secbus-signature").is_none());
+    }
     workers.shutdown().await.unwrap();
 }
 
