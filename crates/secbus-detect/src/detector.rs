@@ -81,7 +81,7 @@ struct RuleInfo {
 /// The rules and their correlation state.
 pub struct Detector {
     engine: CorrelationEngine,
-    mapping: Mapping,
+    mapping: std::sync::Arc<Mapping>,
     info: HashMap<String, RuleInfo>,
     limits: StateLimits,
     state_cap_hits: AtomicU64,
@@ -174,7 +174,7 @@ impl Detector {
             feeds_only,
             max_timespan_secs,
             engine,
-            mapping,
+            mapping: std::sync::Arc::new(mapping),
             info,
             limits,
             state_cap_hits: AtomicU64::new(0),
@@ -209,6 +209,12 @@ impl Detector {
     /// The event as the rules see it (mapping applied).
     pub fn sigma_event(&self, event: &Event) -> serde_json::Value {
         self.mapping.to_sigma(event)
+    }
+
+    /// The mapping, to put events in Sigma shape away from the detector (the
+    /// worker maps on one thread while another evaluates).
+    pub fn mapping(&self) -> std::sync::Arc<Mapping> {
+        self.mapping.clone()
     }
 
     /// Evaluates `event` (at its `time`) and updates correlation state.

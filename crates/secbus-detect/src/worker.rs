@@ -13,15 +13,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use secbus::{
-    Bus, Event, HistoryQuery, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId,
+    Bus, Delivery, Event, HistoryQuery, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::DetectionConfig;
-use crate::detector::Detector;
+use crate::detector::{Detector, Finding};
 use crate::error::{DetectError, Result};
 use crate::finding::finding_event;
 use crate::mapping::Mapping;
@@ -30,7 +31,7 @@ use crate::rules::RuleSet;
 /// Counters of a running worker.
 #[derive(Debug, Default)]
 pub struct DetectionStats {
-    /// Events evaluated (replayed ones included).
+    /// Events evaluated, their findings published (replayed ones included).
     pub events: AtomicU64,
     /// Findings published (before the bus's dedup).
     pub findings: AtomicU64,
@@ -94,13 +95,16 @@ impl DetectionWorker {
         let stats = Arc::new(DetectionStats::default());
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let mapping = detector.lock().mapping();
+        let evaluator = spawn_evaluator(detector.clone())?;
         for tenant in &config.tenants {
             let tenant = TenantId::new(tenant.as_str())?;
             // Subscribe before the replay, so nothing stored in between is missed.
             let deliveries = bus
                 .subscribe(
                     SubscribeOptions::group(tenant.clone(), config.group.clone())
-                        .start(StartAt::New),
+                        .start(StartAt::New)
+                        .max_in_flight(IN_FLIGHT),
                 )
                 .await?;
             let replayed = if config.replay_on_start {
@@ -108,12 +112,9 @@ impl DetectionWorker {
             } else {
                 HashSet::new()
             };
-            let (bus, detector, stats, mut stopped) = (
-                bus.clone(),
-                detector.clone(),
-                stats.clone(),
-                stopped.clone(),
-            );
+            let (bus, stats, mut stopped) = (bus.clone(), stats.clone(), stopped.clone());
+            let (settle, settling) = mpsc::channel(PIPELINE_DEPTH);
+            let (jobs, mapping) = (evaluator.clone(), mapping.clone());
             tasks.spawn(async move {
                 let mut deliveries = deliveries;
                 let mut replayed = replayed;
@@ -122,18 +123,62 @@ impl DetectionWorker {
                         _ = stopped.wait_for(|s| *s) => return Ok(()),
                         next = deliveries.next() => next,
                     };
-                    let delivery = match next {
-                        None => return Ok(()),
-                        Some(Ok(d)) => d,
-                        Some(Err(e)) => return Err(e.into()),
-                    };
-                    if !replayed.remove(delivery.event().id.as_str()) {
-                        evaluate(&bus, &detector, &stats, delivery.event()).await;
+                    let mut ended = false;
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut next = Some(next);
+                    // One hand-off to the evaluator per batch of what is
+                    // already delivered: each hand-off across threads costs a
+                    // wake-up, which per event costs as much as a small rule set.
+                    while let Some(item) = next.take() {
+                        match item {
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                            Some(Err(e)) => return Err(e.into()),
+                            Some(Ok(delivery)) => {
+                                let event = delivery.event();
+                                // A finding is itself an event on the bus: rules
+                                // do not see findings, so a rule can never
+                                // trigger on its own output.
+                                let skip = replayed.remove(event.id.as_str())
+                                    || event.ty.as_str() == crate::finding::FINDING_TYPE;
+                                let sigma = (!skip).then(|| {
+                                    let at =
+                                        event.time.unwrap_or_else(chrono::Utc::now).timestamp();
+                                    (mapping.to_sigma(event), at)
+                                });
+                                // Skipped events take the same path, so that each
+                                // tenant's events settle in the order they were
+                                // delivered.
+                                batch.push((delivery, sigma));
+                            }
+                        }
+                        if batch.len() < BATCH {
+                            next = deliveries.next().now_or_never();
+                        }
                     }
-                    delivery.ack().await?;
+                    if !batch.is_empty() {
+                        let jobs_sent = jobs
+                            .send(Jobs {
+                                batch,
+                                settle: settle.clone(),
+                            })
+                            .await;
+                        if jobs_sent.is_err() {
+                            return Err(DetectError::Config(
+                                "the detection evaluator stopped".into(),
+                            ));
+                        }
+                    }
+                    if ended {
+                        return Ok(());
+                    }
                 }
             });
+            tasks.spawn(settle_in_order(bus, stats, settling));
         }
+        drop(evaluator);
         Ok(DetectionWorker {
             stop,
             tasks,
@@ -166,6 +211,89 @@ impl DetectionWorker {
         }
         first
     }
+}
+
+/// Events handed to the evaluator at once, at most.
+const BATCH: usize = 128;
+
+/// Batches in each stage of the pipeline at most: enough to keep the
+/// evaluator busy while the settling side publishes and acks.
+const PIPELINE_DEPTH: usize = 4;
+
+/// Deliveries a tenant's intake holds unacked: enough for every stage to hold
+/// batches at once (waiting, being evaluated, settling), so that the
+/// evaluator never waits for acks to let the next deliveries in.
+const IN_FLIGHT: usize = (2 * PIPELINE_DEPTH + 1) * BATCH;
+
+/// Events in Sigma shape (with their time; `None`: not for the rules), on
+/// their way to the evaluator.
+struct Jobs {
+    batch: Vec<(Delivery, Option<(serde_json::Value, i64)>)>,
+    settle: mpsc::Sender<Vec<Evaluated>>,
+}
+
+/// An event the evaluator is done with (`findings` `None`: not for the rules).
+struct Evaluated {
+    delivery: Delivery,
+    findings: Option<Vec<Finding>>,
+    /// Dropped on the settling side, off the evaluator's thread.
+    _sigma: Option<serde_json::Value>,
+}
+
+/// The thread that runs the rules. Evaluation is CPU work of tens of
+/// microseconds an event over a large corpus: on a thread of its own it
+/// neither stalls the runtime's other tasks nor waits for them, and the
+/// delivery, mapping, finding publishes and acks of other events proceed
+/// beside it on the runtime. It ends when every intake has stopped.
+fn spawn_evaluator(detector: Arc<Mutex<Detector>>) -> Result<mpsc::Sender<Jobs>> {
+    let (jobs, mut incoming) = mpsc::channel::<Jobs>(PIPELINE_DEPTH);
+    std::thread::Builder::new()
+        .name("secbus-detect".into())
+        .spawn(move || {
+            while let Some(Jobs { batch, settle }) = incoming.blocking_recv() {
+                let done = {
+                    let mut detector = detector.lock();
+                    batch
+                        .into_iter()
+                        .map(|(delivery, sigma)| match sigma {
+                            Some((sigma, at)) => Evaluated {
+                                findings: Some(detector.process_sigma(&sigma, at)),
+                                delivery,
+                                _sigma: Some(sigma),
+                            },
+                            None => Evaluated {
+                                findings: None,
+                                delivery,
+                                _sigma: None,
+                            },
+                        })
+                        .collect()
+                };
+                // A closed settle side means the worker is stopping: the
+                // events stay unacked and are delivered again.
+                let _ = settle.blocking_send(done);
+            }
+        })
+        .map_err(|e| DetectError::Config(format!("cannot start the detection thread: {e}")))?;
+    Ok(jobs)
+}
+
+/// Publishes each event's findings, then acks it, in delivery order.
+async fn settle_in_order(
+    bus: Bus,
+    stats: Arc<DetectionStats>,
+    mut settling: mpsc::Receiver<Vec<Evaluated>>,
+) -> Result<()> {
+    while let Some(batch) = settling.recv().await {
+        for done in batch {
+            if let Some(findings) = done.findings {
+                publish_findings(&bus, &stats, findings, done.delivery.event()).await;
+                stats.events.fetch_add(1, Ordering::Relaxed);
+            }
+            done.delivery.ack().await?;
+        }
+    }
+    Ok(())
 }
 
 /// Feeds the tenant's events of the longest window again; the ids fed.
@@ -202,15 +330,23 @@ async fn replay(
 
 /// Runs `event` through the rules and publishes each finding.
 async fn evaluate(bus: &Bus, detector: &Mutex<Detector>, stats: &DetectionStats, event: &Event) {
-    // A finding is itself an event on the bus: rules do not see findings,
-    // so a rule can never trigger on its own output.
     if event.ty.as_str() == crate::finding::FINDING_TYPE {
         return;
     }
     let findings = detector.lock().process(event);
+    publish_findings(bus, stats, findings, event).await;
     stats.events.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Publishes the findings `trigger` raised, each caused by it.
+async fn publish_findings(
+    bus: &Bus,
+    stats: &DetectionStats,
+    findings: Vec<Finding>,
+    trigger: &Event,
+) {
     for finding in findings {
-        let published = match finding_event(&finding, event) {
+        let published = match finding_event(&finding, trigger) {
             Ok(f) => bus.publish(f).await.map(drop),
             Err(e) => Err(e),
         };
@@ -222,8 +358,8 @@ async fn evaluate(bus: &Bus, detector: &Mutex<Detector>, stats: &DetectionStats,
                 stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     rule = %finding.rule_id,
-                    event_id = %event.id,
-                    tenant_id = %event.tenant,
+                    event_id = %trigger.id,
+                    tenant_id = %trigger.tenant,
                     code = e.code(),
                     error = %e,
                     "a finding could not be published"

@@ -103,7 +103,9 @@ pub struct BusConfig {
     pub spool_dir: PathBuf,
     /// The most the spool holds on disk before refusing (default 1 GiB).
     pub spool_max_bytes: u64,
-    /// Events of history kept per tenant by the memory engine (default 65,536).
+    /// Events of history kept per tenant by the memory engine (default 65,536),
+    /// and a quarter more for events with a `causationid` (what a consumer
+    /// publishes before it acks must not wait for its own acks).
     pub memory_history: usize,
     /// Durable engines delete events stored longer ago than this (default: `None`,
     /// keep forever). Retention runs in the background, about once a second, and

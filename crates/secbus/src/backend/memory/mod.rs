@@ -3,7 +3,10 @@
 //! History is a bounded ring per tenant. Tails read the ring and are told when
 //! they fell behind it; consumer groups hold their place in it, so a publisher
 //! waits (or `try_publish` fails with `full`) rather than evict what a group has
-//! not settled. Ids are deduplicated per tenant within the dedup window,
+//! not settled. Events caused by another (a `causationid`: what consumers
+//! publish in reaction to deliveries) may use a reserve of a quarter of the
+//! history past that bound, so a consumer that publishes before it acks never
+//! waits for room only its own acks would make. Ids are deduplicated per tenant within the dedup window,
 //! remembering at most twice as many ids as the history holds events.
 
 mod lag;
@@ -56,6 +59,8 @@ impl TenantLog {
 struct MemoryLog {
     tenants: Mutex<HashMap<TenantId, Arc<TenantLog>>>,
     capacity: usize,
+    /// Room past `capacity` for events caused by another.
+    reserve: usize,
     dedup_window: std::time::Duration,
     dedup_max_keys: usize,
 }
@@ -116,15 +121,27 @@ impl MemoryLog {
                 out.push(Appended::Duplicate);
                 continue;
             }
-            if st.ring.len() >= self.capacity {
+            while st.ring.len() >= self.capacity {
                 let oldest = st.ring.front().map_or(0, |r| r.seq);
                 let floor = *min_floor.get_or_insert_with(|| log.min_floor());
                 if oldest >= floor {
-                    full = true;
                     break;
                 }
                 evicted.extend(st.ring.pop_front());
                 st.stored_at.pop_front();
+            }
+            // An event caused by another is what a consumer publishes in
+            // reaction to a delivery, often before it acks it (a finding, an
+            // enrichment). Made to wait for room, it would wait on its own
+            // consumer's acks behind it: it may use the reserve instead.
+            let bound = if record.event.causationid.is_some() {
+                self.capacity + self.reserve
+            } else {
+                self.capacity
+            };
+            if st.ring.len() >= bound {
+                full = true;
+                break;
             }
             if !redrive {
                 st.dedup.insert(id_key, now_ms);
@@ -228,6 +245,7 @@ impl MemoryEngine {
         let log = Arc::new(MemoryLog {
             tenants: Mutex::new(HashMap::new()),
             capacity: config.memory_history.max(1),
+            reserve: (config.memory_history / 4).max(1),
             dedup_window: config.dedup_window,
             // An engine that keeps `memory_history` events per tenant remembers
             // the ids of at most twice as many: a table sized for a 5-minute

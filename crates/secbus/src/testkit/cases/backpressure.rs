@@ -10,9 +10,9 @@ use crate::delivery::Delivery;
 use crate::error::{ErrorKind, Result};
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::testkit::case::Verdict;
-use crate::testkit::context::{Cx, acme, event};
+use crate::testkit::context::{Cx, acme, event, ty};
 use crate::testkit::wait::{QUIET, WAIT, take, take_acked, within};
-use crate::{Bus, Publisher, Subscriber};
+use crate::{Bus, Event, Publisher, Subscriber};
 
 /// Fails if `sub` hands out another delivery while `held` are unsettled.
 async fn assert_holds_at_most(sub: &mut Subscription, held: usize) {
@@ -40,7 +40,8 @@ pub(crate) async fn backpressure(cx: &Cx<'_>) -> Result<Verdict> {
 }
 
 /// An in-memory log: once its history is full of events a stalled group has
-/// not settled, `try_publish` fails with `full` and `publish` waits for an ack.
+/// not settled, `try_publish` fails with `full` and `publish` waits for an ack;
+/// events caused by a held delivery have a bounded reserve.
 async fn publisher_waits(bus: Bus) -> Result<Verdict> {
     const IN_FLIGHT: usize = 4;
     let t = acme();
@@ -79,10 +80,33 @@ async fn publisher_waits(bus: Bus) -> Result<Verdict> {
         "a refused try_publish kept the event's id"
     );
 
+    // What a member publishes in reaction to a delivery it holds (caused by
+    // it) has a reserve of a quarter of the history: it does not wait on the
+    // member's own acks. The reserve is bounded too.
+    let reaction = |n: u64| {
+        Event::builder(ty("edr.process.flagged"), t.clone())
+            .source("secbus-conformance")
+            .data(serde_json::json!({ "n": n }))
+            .caused_by(held[0].event())
+            .build()
+            .expect("a valid event")
+    };
+    let reserve = HISTORY as u64 / 4;
+    for n in 0..reserve {
+        bus.try_publish(reaction(n))
+            .await
+            .expect("a caused event waited for the acks of the member it reacts to");
+    }
+    let err = bus
+        .try_publish(reaction(reserve))
+        .await
+        .expect_err("caused events grew the history past its reserve");
+    assert_eq!(err.kind(), ErrorKind::Full, "{err}");
+
     for d in held {
         d.ack().await?;
     }
-    let rest = HISTORY + 1 - IN_FLIGHT;
+    let rest = HISTORY + 1 + reserve as usize - IN_FLIGHT;
     let got = take_acked(&mut stalled, rest, "the rest, once the member goes on").await?;
     let distinct: HashSet<_> = got.iter().map(|e| e.id.clone()).collect();
     assert_eq!(distinct.len(), rest, "events were lost or repeated");
