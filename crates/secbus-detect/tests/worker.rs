@@ -12,9 +12,13 @@ use secbus_detect::{DetectionConfig, DetectionWorker};
 use serde_json::json;
 
 fn config() -> DetectionConfig {
+    config_for(&["acme", "globex"])
+}
+
+fn config_for(tenants: &[&str]) -> DetectionConfig {
     DetectionConfig::new(
         vec![concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into()],
-        vec!["acme".into(), "globex".into()],
+        tenants.iter().map(|t| (*t).to_owned()).collect(),
     )
 }
 
@@ -139,4 +143,70 @@ async fn a_restarted_worker_rebuilds_the_window_and_fires_once_on_the_tenth_fail
         "globex had six failures only"
     );
     bus.close().await.unwrap();
+}
+
+fn encoded_powershell(i: u64) -> Event {
+    Event::builder(
+        EventType::new("endpoint.process.created").unwrap(),
+        TenantId::new("acme").unwrap(),
+    )
+    .source("edr/test")
+    .data(json!({
+        "host": format!("ws-{i}"),
+        "os": "windows",
+        "image": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        "command_line": "powershell.exe -NoProfile -EncodedCommand SQBFAFgA",
+        "parent_image": "C:\\Windows\\explorer.exe",
+    }))
+    .build()
+    .unwrap()
+}
+
+/// A memory history much smaller than the burst: the publisher fills it
+/// faster than the worker reads, and every event raises a finding that the
+/// worker publishes before it acks the event. Without room for caused events
+/// past the history, a finding would wait for the worker's own acks and the
+/// worker would hang with the history full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_past_the_memory_history_is_evaluated_to_the_end() {
+    const EVENTS: u64 = 2_000;
+    let config = secbus::BusConfig {
+        memory_history: 64,
+        ..secbus::BusConfig::default()
+    };
+    let bus = Bus::connect_with("memory:", config).await.unwrap();
+    let mut detection = config_for(&["acme"]);
+    detection.replay_on_start = false;
+    let worker = DetectionWorker::spawn(&bus, &detection).await.unwrap();
+    let stats = worker.stats();
+    let burst: Vec<Event> = (0..EVENTS).map(encoded_powershell).collect();
+    for chunk in burst.chunks(500) {
+        tokio::time::timeout(Duration::from_secs(60), bus.publish_batch(chunk.to_vec()))
+            .await
+            .expect("the publisher waited for a history the worker never freed")
+            .unwrap();
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while stats.events.load(std::sync::atomic::Ordering::Relaxed) < EVENTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let done = stats.events.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        drained.is_ok(),
+        "the worker stopped after {done} of {EVENTS} events"
+    );
+    assert_eq!(
+        stats.findings.load(std::sync::atomic::Ordering::Relaxed),
+        EVENTS,
+        "one finding per encoded PowerShell start"
+    );
+    assert_eq!(
+        stats
+            .publish_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    worker.stop().await.unwrap();
 }

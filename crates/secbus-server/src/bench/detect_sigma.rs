@@ -201,23 +201,23 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
         .field("ratio_min", round3(ratios[0]))
         .field("ratio_max", round3(ratios[ratios.len() - 1]))
         .field("rounds", ratios.len())
-    .field("rules_loaded", rules.loaded)
-    .field("rules_failed", rules.failures.len())
-    .field("matches", raw_matches)
-    .field(
-        "event_mix",
-        "Windows process starts, 1 in 25 suspicious (encoded PowerShell, certutil download)",
-    )
-    .field("wall_s", round6(ours_wall.as_secs_f64()))
-    .field("raw_wall_s", round6(raw_wall.as_secs_f64()))
-    .field(
-        "raw_baseline",
-        "rsigma CorrelationEngine::process_event_at over the events already mapped, one thread",
-    )
-    .field(
-        "ours_method",
-        "publish_batch of 1,000 to the memory bus while the detection worker's group delivers, \
+        .field("rules_loaded", rules.loaded)
+        .field("rules_failed", rules.failures.len())
+        .field("matches", raw_matches)
+        .field(
+            "event_mix",
+            "Windows process starts, 1 in 25 suspicious (encoded PowerShell, certutil download)",
+        )
+        .field("wall_s", round6(ours_wall.as_secs_f64()))
+        .field("raw_wall_s", round6(raw_wall.as_secs_f64()))
+        .field(
+            "raw_baseline",
+            "rsigma CorrelationEngine::process_event_at over the events already mapped, one thread",
+        )
+        .field(
+            "ours_method",
+            "publish_batch of 1,000 to the memory bus while the detection worker's group delivers, \
          maps, evaluates, publishes each finding and acks",
-    );
+        );
     Ok(report.targets([Target::at_least("ratio", 0.9)]))
 }
