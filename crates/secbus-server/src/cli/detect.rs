@@ -42,14 +42,8 @@ enum DetectCommand {
     },
     /// Evaluate tenants' events as a consumer group and publish findings.
     Run {
-        /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
-        #[arg(
-            long,
-            value_name = "URL",
-            env = "SECBUS_BUS",
-            default_value = "embedded:./secbus-data"
-        )]
-        bus: String,
+        #[command(flatten)]
+        bus: super::bus_url::BusUrl,
         /// Rule folders or files (repeatable).
         #[arg(long = "rules", value_name = "DIR", required = true)]
         rules: Vec<PathBuf>,
@@ -82,7 +76,7 @@ pub(crate) async fn run(args: DetectArgs) -> ExitCode {
             let mut config = DetectionConfig::new(rules, tenants);
             config.mapping = mapping;
             config.group = group;
-            run_worker(&bus, &config).await
+            run_worker(&bus.url, &config).await
         }
     }
 }

@@ -30,14 +30,8 @@ pub(crate) struct DlqArgs {
 /// The engine and tenant every `dlq` subcommand works on.
 #[derive(Debug, clap::Args)]
 struct Target {
-    /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "SECBUS_BUS",
-        default_value = "embedded:./secbus-data"
-    )]
-    bus: String,
+    #[command(flatten)]
+    bus: super::bus_url::BusUrl,
     /// The tenant whose dead letters these are.
     #[arg(long, value_name = "TENANT")]
     tenant: String,
@@ -92,9 +86,9 @@ pub(crate) async fn run(args: DlqArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
-    let bus = match Bus::connect(&target.bus).await {
+    let bus = match Bus::connect(&target.bus.url).await {
         Ok(bus) => bus,
-        Err(e) => return fail_in(&format!("cannot open the bus {}", target.bus), &e),
+        Err(e) => return fail_in(&format!("cannot open the bus {}", target.bus.url), &e),
     };
     let status = match &args.command {
         DlqCommand::List { limit, json, .. } => list(&bus, &tenant, *limit, *json).await,

@@ -2,6 +2,7 @@
 
 pub(crate) mod asyncapi;
 pub(crate) mod audit;
+mod bus_url;
 pub(crate) mod demo;
 pub(crate) mod detect;
 pub(crate) mod dlq;

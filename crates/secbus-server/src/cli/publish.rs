@@ -45,14 +45,8 @@ file has bad lines or the gateway refused events (each is named, nothing of
 that batch is stored); 3 some events are still in the fallback spool after
 --drain-timeout (they stay there for the next run).")]
 pub(crate) struct PublishArgs {
-    /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "SECBUS_BUS",
-        default_value = "embedded:./secbus-data"
-    )]
-    bus: String,
+    #[command(flatten)]
+    bus: super::bus_url::BusUrl,
     /// The events, one CloudEvent JSON object per line; blank lines are ignored.
     /// `-` reads standard input. The whole file is held in memory while it is checked.
     #[arg(long, value_name = "FILE")]
@@ -124,10 +118,13 @@ pub(crate) async fn run(args: PublishArgs) -> ExitCode {
     if let Some(dir) = &args.fallback_spool {
         config.spool_dir = dir.clone();
     }
-    let bus = match Bus::connect_with(&args.bus, config).await {
+    let bus = match Bus::connect_with(&args.bus.url, config).await {
         Ok(bus) => bus.with_gate(gate.clone()),
         Err(e) => {
-            let context = format!("cannot open the bus {}; nothing was published", args.bus);
+            let context = format!(
+                "cannot open the bus {}; nothing was published",
+                args.bus.url
+            );
             return fail_in(&context, &e);
         }
     };

@@ -31,14 +31,8 @@ is what `secbus publish --file` reads, so a replay moves a tenant's history to
 another engine. --since and --until take an RFC 3339 time or an age (90s, 15m,
 24h). A progress bar shows on a terminal when the run is long.")]
 pub(crate) struct ReplayArgs {
-    /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "SECBUS_BUS",
-        default_value = "embedded:./secbus-data"
-    )]
-    bus: String,
+    #[command(flatten)]
+    bus: super::bus_url::BusUrl,
     /// The tenant whose events to read (only this tenant's are ever read).
     #[arg(long, value_name = "TENANT")]
     tenant: String,
@@ -103,9 +97,9 @@ pub(crate) async fn run(args: ReplayArgs) -> ExitCode {
             }
         },
     };
-    let bus = match Bus::connect(&args.bus).await {
+    let bus = match Bus::connect(&args.bus.url).await {
         Ok(bus) => bus,
-        Err(e) => return fail_in(&format!("cannot open the bus {}", args.bus), &e),
+        Err(e) => return fail_in(&format!("cannot open the bus {}", args.bus.url), &e),
     };
     let started = Instant::now();
     let progress = Progress::new(!args.quiet && io::stderr().is_terminal());

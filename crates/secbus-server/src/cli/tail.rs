@@ -30,14 +30,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 Without --limit it follows new events until Ctrl-C, like `tail -f`. With
 --from-start it prints the tenant's history first, in log order, then follows.")]
 pub(crate) struct TailArgs {
-    /// The bus: `memory:`, `embedded:<dir>`, `nats://host:port`, `redis://host:port`.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "SECBUS_BUS",
-        default_value = "embedded:./secbus-data"
-    )]
-    bus: String,
+    #[command(flatten)]
+    bus: super::bus_url::BusUrl,
     /// The tenant whose events to print (only this tenant's are ever shown).
     #[arg(long, value_name = "TENANT")]
     tenant: String,
@@ -86,9 +80,9 @@ pub(crate) async fn run(args: TailArgs) -> ExitCode {
         Format::Jsonl
     });
     let shutdown = Shutdown::listen();
-    let bus = match Bus::connect(&args.bus).await {
+    let bus = match Bus::connect(&args.bus.url).await {
         Ok(bus) => bus,
-        Err(e) => return fail_in(&format!("cannot open the bus {}", args.bus), &e),
+        Err(e) => return fail_in(&format!("cannot open the bus {}", args.bus.url), &e),
     };
     let subscription = match bus.subscribe(options).await {
         Ok(s) => s,
