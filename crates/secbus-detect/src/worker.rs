@@ -198,7 +198,8 @@ impl DetectionWorker {
         (d.state_entries(), d.state_cap_hits())
     }
 
-    /// Stops every group after the event in hand and waits for them.
+    /// Stops taking deliveries, settles those already taken (evaluated, their
+    /// findings published, acked) and waits for every tenant's tasks.
     pub async fn stop(mut self) -> Result<()> {
         let _ = self.stop.send(true);
         let mut first = Ok(());
