@@ -2,6 +2,7 @@
 //! correlations, with correlation state kept apart per tenant and bounded.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rsigma_eval::{
@@ -81,7 +82,7 @@ struct RuleInfo {
 /// The rules and their correlation state.
 pub struct Detector {
     engine: CorrelationEngine,
-    mapping: std::sync::Arc<Mapping>,
+    mapping: Arc<Mapping>,
     info: HashMap<String, RuleInfo>,
     limits: StateLimits,
     state_cap_hits: AtomicU64,
@@ -174,7 +175,7 @@ impl Detector {
             feeds_only,
             max_timespan_secs,
             engine,
-            mapping: std::sync::Arc::new(mapping),
+            mapping: Arc::new(mapping),
             info,
             limits,
             state_cap_hits: AtomicU64::new(0),
@@ -213,7 +214,7 @@ impl Detector {
 
     /// The mapping, to put events in Sigma shape away from the detector (the
     /// worker maps on one thread while another evaluates).
-    pub fn mapping(&self) -> std::sync::Arc<Mapping> {
+    pub fn mapping(&self) -> Arc<Mapping> {
         self.mapping.clone()
     }
 

@@ -6,8 +6,9 @@
 //! not settled. Events caused by another (a `causationid`: what consumers
 //! publish in reaction to deliveries) may use a reserve of a quarter of the
 //! history past that bound, so a consumer that publishes before it acks never
-//! waits for room only its own acks would make. Ids are deduplicated per tenant within the dedup window,
-//! remembering at most twice as many ids as the history holds events.
+//! waits for room only its own acks would make. Ids are deduplicated per
+//! tenant within the dedup window, remembering at most twice as many ids as
+//! the history holds events.
 
 mod lag;
 
