@@ -37,6 +37,57 @@ pub struct TypeMapping {
     /// Extra fields: Sigma field name to `/pointer` into data or `=literal`.
     #[serde(default)]
     fields: HashMap<String, String>,
+    /// `fields`, compiled once at load: the mapping runs per event.
+    #[serde(skip)]
+    sources: Vec<(String, Source)>,
+}
+
+/// Where a mapped value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Literal(String),
+    /// A JSON pointer split into its unescaped tokens: serde_json's
+    /// `Value::pointer` unescapes (and allocates) each token on every lookup.
+    Pointer(Vec<String>),
+}
+
+impl Source {
+    fn compile(source: &str) -> Source {
+        match source.strip_prefix('=') {
+            Some(literal) => Source::Literal(literal.to_owned()),
+            None => Source::Pointer(
+                source
+                    .split('/')
+                    .skip(1)
+                    .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn resolve(&self, data: &Value) -> Option<Value> {
+        match self {
+            Source::Literal(literal) => Some(Value::String(literal.clone())),
+            Source::Pointer(tokens) => lookup(tokens, data).cloned(),
+        }
+    }
+}
+
+/// The value at `tokens` in `data`, as `Value::pointer` finds it.
+fn lookup<'a>(tokens: &[String], data: &'a Value) -> Option<&'a Value> {
+    tokens.iter().try_fold(data, |v, t| match v {
+        Value::Object(m) => m.get(t),
+        Value::Array(a) => array_index(t).and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// An array index as RFC 6901 writes it: no sign, no leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,7 +108,7 @@ impl Mapping {
 
     /// Parses mapping YAML; `origin` names it in errors.
     pub fn parse(yaml: &str, origin: &str) -> Result<Mapping> {
-        let mapping: Mapping = serde_norway::from_str(yaml)
+        let mut mapping: Mapping = serde_norway::from_str(yaml)
             .map_err(|e| DetectError::mapping(format!("{origin}: {e}")))?;
         for (ty, m) in &mapping.types {
             for (field, source) in &m.fields {
@@ -67,6 +118,13 @@ impl Mapping {
                     )));
                 }
             }
+        }
+        for m in mapping.types.values_mut() {
+            m.sources = m
+                .fields
+                .iter()
+                .map(|(field, source)| (field.clone(), Source::compile(source)))
+                .collect();
         }
         Ok(mapping)
     }
@@ -87,8 +145,8 @@ impl Mapping {
         let mut out = Map::new();
         let m = self.types.get(event.ty.as_str());
         if let Some(m) = m {
-            for (field, source) in &m.fields {
-                if let Some(v) = resolve(source, &data) {
+            for (field, source) in &m.sources {
+                if let Some(v) = source.resolve(&data) {
                     out.insert(field.clone(), v);
                 }
             }
@@ -128,13 +186,6 @@ impl Mapping {
             out.insert("time".into(), Value::String(time.to_rfc3339()));
         }
         Value::Object(out)
-    }
-}
-
-fn resolve(source: &str, data: &Value) -> Option<Value> {
-    match source.strip_prefix('=') {
-        Some(literal) => Some(Value::String(literal.to_owned())),
-        None => data.pointer(source).cloned(),
     }
 }
 
@@ -182,5 +233,37 @@ mod tests {
         let e = Mapping::parse("types:\n  a.b:\n    fields: {X: image}\n", "m.yaml").unwrap_err();
         assert!(e.to_string().contains("types.a.b.fields.X"), "{e}");
         assert!(Mapping::parse("typos: {}\n", "m.yaml").is_err());
+    }
+
+    #[test]
+    fn a_compiled_pointer_finds_what_value_pointer_finds() {
+        let data = json!({
+            "a/b": {"m~n": [10, {"deep": "yes"}]},
+            "list": [1, 2, 3],
+            "s": "text",
+        });
+        for pointer in [
+            "/a~1b/m~0n/1/deep",
+            "/a~1b/m~0n/0",
+            "/list/2",
+            "/list/02",
+            "/list/+1",
+            "/list/9",
+            "/s/0",
+            "/missing",
+            "/",
+        ] {
+            let Source::Pointer(tokens) = Source::compile(pointer) else {
+                panic!("{pointer} compiles to a pointer");
+            };
+            assert_eq!(lookup(&tokens, &data), data.pointer(pointer), "{pointer}");
+        }
+        assert_eq!(
+            lookup(
+                &["a/b".into(), "m~n".into(), "1".into(), "deep".into()],
+                &data
+            ),
+            Some(&json!("yes"))
+        );
     }
 }
