@@ -40,6 +40,9 @@ pub struct TypeMapping {
     /// `fields`, compiled once at load: the mapping runs per event.
     #[serde(skip)]
     sources: Vec<(String, Source)>,
+    /// `logsource`, compiled the same way, under the fields rules match on.
+    #[serde(skip)]
+    logsource_sources: Vec<(&'static str, Source)>,
 }
 
 /// Where a mapped value comes from.
@@ -125,6 +128,24 @@ impl Mapping {
                 .iter()
                 .map(|(field, source)| (field.clone(), Source::compile(source)))
                 .collect();
+            let ls = &m.logsource;
+            m.logsource_sources = [
+                (CATEGORY_FIELD, &ls.category),
+                (PRODUCT_FIELD, &ls.product),
+                (SERVICE_FIELD, &ls.service),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| {
+                // A logsource value is a literal unless it is a pointer.
+                let value = value.as_deref()?;
+                let source = if value.starts_with('/') {
+                    Source::compile(value)
+                } else {
+                    Source::Literal(value.to_owned())
+                };
+                Some((name, source))
+            })
+            .collect();
         }
         Ok(mapping)
     }
@@ -150,14 +171,10 @@ impl Mapping {
                     out.insert(field.clone(), v);
                 }
             }
-            let ls = &m.logsource;
-            for (name, value) in [
-                (CATEGORY_FIELD, &ls.category),
-                (PRODUCT_FIELD, &ls.product),
-                (SERVICE_FIELD, &ls.service),
-            ] {
-                if let Some(v) = value.as_deref().and_then(|v| resolve_logsource(v, &data)) {
-                    out.insert(name.into(), Value::String(v));
+            for (name, source) in &m.logsource_sources {
+                // Only a string names a logsource.
+                if let Some(v) = source.resolve(&data).filter(Value::is_string) {
+                    out.insert((*name).into(), v);
                 }
             }
         } else {
@@ -186,16 +203,6 @@ impl Mapping {
             out.insert("time".into(), Value::String(time.to_rfc3339()));
         }
         Value::Object(out)
-    }
-}
-
-fn resolve_logsource(value: &str, data: &Value) -> Option<String> {
-    if value.starts_with('/') {
-        data.pointer(value)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    } else {
-        Some(value.to_owned())
     }
 }
 
