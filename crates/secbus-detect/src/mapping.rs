@@ -113,21 +113,17 @@ impl Mapping {
     pub fn parse(yaml: &str, origin: &str) -> Result<Mapping> {
         let mut mapping: Mapping = serde_norway::from_str(yaml)
             .map_err(|e| DetectError::mapping(format!("{origin}: {e}")))?;
-        for (ty, m) in &mapping.types {
+        for (ty, m) in mapping.types.iter_mut() {
+            let mut sources = Vec::with_capacity(m.fields.len());
             for (field, source) in &m.fields {
                 if !(source.starts_with('/') || source.starts_with('=')) {
                     return Err(DetectError::mapping(format!(
                         "{origin}: types.{ty}.fields.{field}: {source:?} must be a /pointer into data or =literal"
                     )));
                 }
+                sources.push((field.clone(), Source::compile(source)));
             }
-        }
-        for m in mapping.types.values_mut() {
-            m.sources = m
-                .fields
-                .iter()
-                .map(|(field, source)| (field.clone(), Source::compile(source)))
-                .collect();
+            m.sources = sources;
             let ls = &m.logsource;
             m.logsource_sources = [
                 (CATEGORY_FIELD, &ls.category),
