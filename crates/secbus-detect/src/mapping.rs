@@ -6,7 +6,7 @@ use std::path::Path;
 
 use secbus::Event;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{DetectError, Result};
 
@@ -68,7 +68,7 @@ impl Source {
         }
     }
 
-    fn resolve(&self, data: &Value) -> Option<Value> {
+    fn resolve(&self, data: &[(String, Value)]) -> Option<Value> {
         match self {
             Source::Literal(literal) => Some(Value::String(literal.clone())),
             Source::Pointer(tokens) => lookup(tokens, data).cloned(),
@@ -76,9 +76,13 @@ impl Source {
     }
 }
 
-/// The value at `tokens` in `data`, as `Value::pointer` finds it.
-fn lookup<'a>(tokens: &[String], data: &'a Value) -> Option<&'a Value> {
-    tokens.iter().try_fold(data, |v, t| match v {
+/// The value at `tokens` in the object of `members`, as `Value::pointer`
+/// finds it. A compiled pointer has at least one token: it starts with `/`.
+fn lookup<'a>(tokens: &[String], members: &'a [(String, Value)]) -> Option<&'a Value> {
+    let (first, rest) = tokens.split_first()?;
+    // The last of a repeated name, as in a parsed map.
+    let (_, value) = members.iter().rev().find(|(name, _)| name == first)?;
+    rest.iter().try_fold(value, |v, t| match v {
         Value::Object(m) => m.get(t),
         Value::Array(a) => array_index(t).and_then(|i| a.get(i)),
         _ => None,
@@ -155,50 +159,85 @@ impl Mapping {
 
     /// The event as the rules see it: one flat JSON object.
     pub fn to_sigma(&self, event: &Event) -> Value {
-        // Parsed straight into a map whose fields are moved, not copied: this
-        // runs once per event in front of every rule.
-        let data: Map<String, Value> = event.data_as().ok().flatten().unwrap_or_default();
-        let data = Value::Object(data);
-        let mut out = Map::new();
-        let m = self.types.get(event.ty.as_str());
-        if let Some(m) = m {
-            for (field, source) in &m.sources {
-                if let Some(v) = source.resolve(&data) {
-                    out.insert(field.clone(), v);
-                }
-            }
-            for (name, source) in &m.logsource_sources {
-                // Only a string names a logsource.
-                if let Some(v) = source.resolve(&data).filter(Value::is_string) {
-                    out.insert((*name).into(), v);
-                }
-            }
-        } else {
-            out.insert(PRODUCT_FIELD.into(), Value::String("secbus".into()));
-            out.insert(
-                SERVICE_FIELD.into(),
-                Value::String(event.ty.as_str().to_owned()),
-            );
-        }
-        if let Value::Object(fields) = data {
-            for (k, v) in fields {
-                out.entry(k).or_insert(v);
-            }
-        }
-        out.insert("id".into(), Value::String(event.id.as_str().to_owned()));
-        out.insert(
+        // This runs once per event in front of every rule, so the object is
+        // built in one go: its members are gathered in a list and sorted
+        // once, rather than inserted one by one into the map, and the data's
+        // members are moved into it, not copied.
+        let Members(data) = event.data_as().ok().flatten().unwrap_or_default();
+        let mut out = Vec::with_capacity(data.len() + 24);
+        // Where two members share a name, the first pushed is kept: the
+        // envelope, then the logsource, then mapped fields, then the data.
+        out.push(("id".into(), Value::String(event.id.as_str().to_owned())));
+        out.push((
             "tenantid".into(),
             Value::String(event.tenant.as_str().to_owned()),
-        );
-        out.insert("type".into(), Value::String(event.ty.as_str().to_owned()));
-        out.insert("source".into(), Value::String(event.source.clone()));
+        ));
+        out.push(("type".into(), Value::String(event.ty.as_str().to_owned())));
+        out.push(("source".into(), Value::String(event.source.clone())));
         if let Some(subject) = &event.subject {
-            out.insert("subject".into(), Value::String(subject.clone()));
+            out.push(("subject".into(), Value::String(subject.clone())));
         }
         if let Some(time) = event.time {
-            out.insert("time".into(), Value::String(time.to_rfc3339()));
+            out.push(("time".into(), Value::String(time.to_rfc3339())));
         }
-        Value::Object(out)
+        match self.types.get(event.ty.as_str()) {
+            Some(m) => {
+                for (name, source) in &m.logsource_sources {
+                    // Only a string names a logsource.
+                    if let Some(v) = source.resolve(&data).filter(Value::is_string) {
+                        out.push(((*name).into(), v));
+                    }
+                }
+                for (field, source) in &m.sources {
+                    if let Some(v) = source.resolve(&data) {
+                        out.push((field.clone(), v));
+                    }
+                }
+            }
+            None => {
+                out.push((PRODUCT_FIELD.into(), Value::String("secbus".into())));
+                out.push((
+                    SERVICE_FIELD.into(),
+                    Value::String(event.ty.as_str().to_owned()),
+                ));
+            }
+        }
+        // Of a name repeated in the data, the last counts, as when parsing
+        // into a map.
+        out.extend(data.into_iter().rev());
+        // Stable: members of one name stay in the order pushed.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|later, first| later.0 == first.0);
+        Value::Object(out.into_iter().collect())
+    }
+}
+
+/// A JSON object's members in document order, repeats included.
+#[derive(Default)]
+struct Members(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Members, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }
 
@@ -232,6 +271,40 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_beats_mapped_fields_which_beat_the_data() {
+        let mapping = Mapping::parse(
+            "types:\n  a.b:\n    logsource: { product: /os }\n    fields: { host: /name, User: /user }\n",
+            "m.yaml",
+        )
+        .unwrap();
+        // Raw JSON, so that a name can repeat as it may on the wire.
+        let json = r#"{"specversion":"1.0","id":"0190b3f2-3c4d-7e5f-8a6b-7c8d9e0f1a2b",
+            "source":"s","type":"a.b","tenantid":"acme",
+            "data":{"id":"from-data","host":"h-data","name":"h-mapped","os":"linux",
+                    "secbus.logsource.product":"forged","user":"first","user":"last"}}"#;
+        let e = Event::from_json(json.as_bytes()).unwrap();
+        let v = mapping.to_sigma(&e);
+        assert_eq!(v["id"], e.id.as_str(), "the envelope's id, not the data's");
+        assert_eq!(v["host"], "h-mapped", "a mapped field over the data's own");
+        assert_eq!(
+            v[PRODUCT_FIELD], "linux",
+            "the logsource is not taken from data"
+        );
+        assert_eq!(v["User"], "last", "of a repeated name, the last");
+        assert_eq!(v["user"], "last");
+        assert_eq!(
+            v["name"], "h-mapped",
+            "data fields keep their own names too"
+        );
+        let unmapped = Mapping::parse("types: {}\n", "m.yaml")
+            .unwrap()
+            .to_sigma(&e);
+        assert_eq!(unmapped[PRODUCT_FIELD], "secbus");
+        assert_eq!(unmapped[SERVICE_FIELD], "a.b");
+        assert_eq!(unmapped["host"], "h-data");
+    }
+
+    #[test]
     fn a_bad_source_is_refused_naming_the_key() {
         let e = Mapping::parse("types:\n  a.b:\n    fields: {X: image}\n", "m.yaml").unwrap_err();
         assert!(e.to_string().contains("types.a.b.fields.X"), "{e}");
@@ -245,6 +318,7 @@ mod tests {
             "list": [1, 2, 3],
             "s": "text",
         });
+        let members: Vec<(String, Value)> = data.as_object().unwrap().clone().into_iter().collect();
         for pointer in [
             "/a~1b/m~0n/1/deep",
             "/a~1b/m~0n/0",
@@ -259,12 +333,16 @@ mod tests {
             let Source::Pointer(tokens) = Source::compile(pointer) else {
                 panic!("{pointer} compiles to a pointer");
             };
-            assert_eq!(lookup(&tokens, &data), data.pointer(pointer), "{pointer}");
+            assert_eq!(
+                lookup(&tokens, &members),
+                data.pointer(pointer),
+                "{pointer}"
+            );
         }
         assert_eq!(
             lookup(
                 &["a/b".into(), "m~n".into(), "1".into(), "deep".into()],
-                &data
+                &members
             ),
             Some(&json!("yes"))
         );
