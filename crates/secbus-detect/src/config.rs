@@ -31,6 +31,11 @@ pub struct DetectionConfig {
     /// from the log (default true).
     #[serde(default = "default_true")]
     pub replay_on_start: bool,
+    /// Threads the detection rules run on (default: one per core). The rules
+    /// are stateless, so the events of a batch are split among them; the
+    /// correlation rules then see the batch in delivery order, on one thread.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn default_group() -> String {
@@ -60,7 +65,15 @@ impl DetectionConfig {
             max_state_entries: default_max_state_entries(),
             max_contributing_events: default_max_contributing_events(),
             replay_on_start: true,
+            threads: None,
         }
+    }
+
+    /// The detection threads to run: `threads`, or one per core.
+    pub fn detection_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
     }
 
     /// The state bounds.

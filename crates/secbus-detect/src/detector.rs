@@ -38,6 +38,10 @@ impl Default for StateLimits {
     }
 }
 
+/// The detection rules' matches on one event, before correlation.
+#[derive(Debug)]
+pub struct Detections(Vec<rsigma_eval::EvaluationResult>);
+
 /// What a rule found on one event.
 #[derive(Debug, Clone)]
 pub struct Finding {
@@ -227,7 +231,28 @@ impl Detector {
 
     /// Evaluates an event already in Sigma shape at `at` (epoch seconds).
     pub fn process_sigma(&mut self, sigma: &serde_json::Value, at: i64) -> Vec<Finding> {
-        let results = self.engine.process_event_at(&JsonEvent::borrow(sigma), at);
+        let detections = self.detect(sigma);
+        self.correlate(sigma, detections, at)
+    }
+
+    /// The detection rules' matches on an event in Sigma shape. It changes no
+    /// state, so several threads may run it at once on different events.
+    pub fn detect(&self, sigma: &serde_json::Value) -> Detections {
+        Detections(self.engine.evaluate(&JsonEvent::borrow(sigma)))
+    }
+
+    /// Feeds what [`Detector::detect`] found on `sigma` into the correlation
+    /// rules at `at` (epoch seconds) and returns the findings. Events must come
+    /// in the order they happened, as to [`Detector::process_sigma`].
+    pub fn correlate(
+        &mut self,
+        sigma: &serde_json::Value,
+        detections: Detections,
+        at: i64,
+    ) -> Vec<Finding> {
+        let results =
+            self.engine
+                .process_with_detections(&JsonEvent::borrow(sigma), detections.0, at);
         if self.engine.state_count() >= self.limits.max_state_entries {
             self.state_cap_hits.fetch_add(1, Ordering::Relaxed);
         }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt;
 use parking_lot::Mutex;
+use rayon::prelude::*;
 use secbus::{
     Bus, Delivery, Event, HistoryQuery, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId,
 };
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::DetectionConfig;
-use crate::detector::{Detector, Finding};
+use crate::detector::{Detections, Detector, Finding};
 use crate::error::{DetectError, Result};
 use crate::finding::finding_event;
 use crate::mapping::Mapping;
@@ -96,7 +97,7 @@ impl DetectionWorker {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mapping = detector.lock().mapping();
-        let evaluator = spawn_evaluator(detector.clone())?;
+        let evaluator = spawn_evaluator(detector.clone(), config.detection_threads())?;
         for tenant in &config.tenants {
             let tenant = TenantId::new(tenant.as_str())?;
             // Subscribe before the replay, so nothing stored in between is missed.
@@ -214,8 +215,11 @@ impl DetectionWorker {
     }
 }
 
-/// Events handed to the evaluator at once, at most.
-const BATCH: usize = 128;
+/// Events handed to the evaluator at once, at most. Every batch costs
+/// hand-offs between threads and, with several detection threads, waiting
+/// for the slowest of them. In three detect.sigma bench runs each, 512 gave
+/// 0.94 to 0.96 of raw rsigma's rate and 128 gave 0.90 to 1.00.
+const BATCH: usize = 512;
 
 /// Batches in each stage of the pipeline at most: enough to keep the
 /// evaluator busy while the settling side publishes and acks.
@@ -242,11 +246,23 @@ struct Evaluated {
 }
 
 /// The thread that runs the rules. Evaluation is CPU work of tens of
-/// microseconds an event over a large corpus: on a thread of its own it
+/// microseconds an event over a large corpus: on threads of its own it
 /// neither stalls the runtime's other tasks nor waits for them, and the
 /// delivery, mapping, finding publishes and acks of other events proceed
-/// beside it on the runtime. It ends when every intake has stopped.
-fn spawn_evaluator(detector: Arc<Mutex<Detector>>) -> Result<mpsc::Sender<Jobs>> {
+/// beside it on the runtime. With more than one detection thread, the
+/// detection rules of a batch's events run on a pool of that many, and this
+/// thread then feeds their matches to the correlation rules in delivery order.
+/// It ends when every intake has stopped.
+fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mpsc::Sender<Jobs>> {
+    let pool = (threads > 1)
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("secbus-detect-{i}"))
+                .build()
+        })
+        .transpose()
+        .map_err(|e| DetectError::Config(format!("cannot start the detection threads: {e}")))?;
     let (jobs, mut incoming) = mpsc::channel::<Jobs>(PIPELINE_DEPTH);
     std::thread::Builder::new()
         .name("secbus-detect".into())
@@ -254,20 +270,38 @@ fn spawn_evaluator(detector: Arc<Mutex<Detector>>) -> Result<mpsc::Sender<Jobs>>
             while let Some(Jobs { batch, settle }) = incoming.blocking_recv() {
                 let done = {
                     let mut detector = detector.lock();
+                    let detections: Vec<Option<Detections>> = match &pool {
+                        Some(pool) => {
+                            let shared: &Detector = &detector;
+                            pool.install(|| {
+                                batch
+                                    .par_iter()
+                                    .map(|(_, sigma)| sigma.as_ref().map(|(s, _)| shared.detect(s)))
+                                    .collect()
+                            })
+                        }
+                        None => batch
+                            .iter()
+                            .map(|(_, sigma)| sigma.as_ref().map(|(s, _)| detector.detect(s)))
+                            .collect(),
+                    };
                     batch
                         .into_iter()
-                        .map(|(delivery, sigma)| match sigma {
-                            Some((sigma, at)) => Evaluated {
-                                findings: Some(detector.process_sigma(&sigma, at)),
-                                delivery,
-                                _sigma: Some(sigma),
+                        .zip(detections)
+                        .map(
+                            |((delivery, sigma), detections)| match (sigma, detections) {
+                                (Some((sigma, at)), Some(detections)) => Evaluated {
+                                    findings: Some(detector.correlate(&sigma, detections, at)),
+                                    delivery,
+                                    _sigma: Some(sigma),
+                                },
+                                _ => Evaluated {
+                                    findings: None,
+                                    delivery,
+                                    _sigma: None,
+                                },
                             },
-                            None => Evaluated {
-                                findings: None,
-                                delivery,
-                                _sigma: None,
-                            },
-                        })
+                        )
                         .collect()
                 };
                 // A closed settle side means the worker is stopping: the

@@ -210,3 +210,56 @@ async fn a_burst_past_the_memory_history_is_evaluated_to_the_end() {
     );
     worker.stop().await.unwrap();
 }
+
+/// The findings of one event stream on a worker with `threads` detection
+/// threads: their ids (the same rule on the same event gives the same id) and
+/// how many came from correlation rules.
+async fn findings_with_threads(stream: &[Event], threads: usize) -> (Vec<String>, usize) {
+    let bus = Bus::connect("memory:").await.unwrap();
+    let mut detection = config_for(&["acme"]);
+    detection.replay_on_start = false;
+    detection.threads = Some(threads);
+    let worker = DetectionWorker::spawn(&bus, &detection).await.unwrap();
+    let stats = worker.stats();
+    bus.publish_batch(stream.to_vec()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while stats.events.load(std::sync::atomic::Ordering::Relaxed) < stream.len() as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the worker evaluated the stream");
+    worker.stop().await.unwrap();
+    let found = findings(&bus, "acme").await;
+    let correlations = found
+        .iter()
+        .filter(|f| f.data().unwrap()["finding_info"]["types"][0] == "sigma_correlation")
+        .count();
+    let mut ids: Vec<String> = found.iter().map(|f| f.id.as_str().to_owned()).collect();
+    ids.sort();
+    bus.close().await.unwrap();
+    (ids, correlations)
+}
+
+/// Detection rules run on several threads at once; correlation must still
+/// see every event in delivery order, so a counting window fires on the same
+/// failure whatever the thread count.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_detection_threads_find_what_one_finds() {
+    let mut stream = Vec::new();
+    for i in 0..30 {
+        for user in ["alice", "bob", "carol"] {
+            stream.push(failed("acme", user, i));
+        }
+        stream.push(encoded_powershell(i as u64));
+    }
+    let (one, one_correlations) = findings_with_threads(&stream, 1).await;
+    let (four, four_correlations) = findings_with_threads(&stream, 4).await;
+    assert!(one_correlations > 0, "the brute-force window fired");
+    assert!(
+        one.len() > one_correlations,
+        "the PowerShell rule fired too"
+    );
+    assert_eq!(one_correlations, four_correlations);
+    assert_eq!(one, four, "the same findings, on the same events");
+}

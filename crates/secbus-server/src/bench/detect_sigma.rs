@@ -201,6 +201,7 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
         .field("ratio_min", round3(ratios[0]))
         .field("ratio_max", round3(ratios[ratios.len() - 1]))
         .field("rounds", ratios.len())
+        .field("detection_threads", config.detection_threads())
         .field("rules_loaded", rules.loaded)
         .field("rules_failed", rules.failures.len())
         .field("matches", raw_matches)
@@ -217,7 +218,8 @@ async fn measure(ctx: &Context) -> anyhow::Result<Report> {
         .field(
             "ours_method",
             "publish_batch of 1,000 to the memory bus while the detection worker's group delivers, \
-         maps, evaluates, publishes each finding and acks",
+         maps, runs the detection rules on detection_threads threads and the correlation rules \
+         in order on one, publishes each finding and acks",
         );
     Ok(report.targets([Target::at_least("ratio", 0.9)]))
 }
