@@ -270,20 +270,13 @@ fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mps
             while let Some(Jobs { batch, settle }) = incoming.blocking_recv() {
                 let done = {
                     let mut detector = detector.lock();
+                    let shared: &Detector = &detector;
+                    let detect = |(_, sigma): &(Delivery, Option<(serde_json::Value, i64)>)| {
+                        sigma.as_ref().map(|(s, _)| shared.detect(s))
+                    };
                     let detections: Vec<Option<Detections>> = match &pool {
-                        Some(pool) => {
-                            let shared: &Detector = &detector;
-                            pool.install(|| {
-                                batch
-                                    .par_iter()
-                                    .map(|(_, sigma)| sigma.as_ref().map(|(s, _)| shared.detect(s)))
-                                    .collect()
-                            })
-                        }
-                        None => batch
-                            .iter()
-                            .map(|(_, sigma)| sigma.as_ref().map(|(s, _)| detector.detect(s)))
-                            .collect(),
+                        Some(pool) => pool.install(|| batch.par_iter().map(detect).collect()),
+                        None => batch.iter().map(detect).collect(),
                     };
                     batch
                         .into_iter()
