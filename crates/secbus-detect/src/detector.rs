@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rsigma_eval::compiler::compile_rule;
 use rsigma_eval::{
-    CorrelationAction, CorrelationConfig, CorrelationEngine, CorrelationEventMode, JsonEvent,
-    LogSourceExtractor, ResultBody,
+    CorrelationAction, CorrelationConfig, CorrelationEngine, CorrelationEventMode, Engine,
+    JsonEvent, LogSourceExtractor, ResultBody,
 };
+use rsigma_parser::SigmaCollection;
 use secbus::Event;
 
 use crate::error::{DetectError, Result};
@@ -83,8 +85,30 @@ struct RuleInfo {
     category: Option<String>,
 }
 
+/// The detection rules, compiled once and shared. Evaluating them changes no
+/// state, so any number of threads may run them at once, and they run beside
+/// the correlation rules, which are apart from them (see [`Detector`]).
+#[derive(Clone)]
+pub struct DetectionRules(Arc<Engine>);
+
+impl DetectionRules {
+    /// The detection rules' matches on an event in Sigma shape.
+    pub fn detect(&self, sigma: &serde_json::Value) -> Detections {
+        Detections(self.0.evaluate(&JsonEvent::borrow(sigma)))
+    }
+}
+
 /// The rules and their correlation state.
+///
+/// The detection rules and the correlation rules live in two rsigma engines:
+/// every detection rule in a stateless [`Engine`] ([`DetectionRules`]), and
+/// the correlation rules, with only the detection rules they refer to, in a
+/// [`CorrelationEngine`] that is fed the detections. Apart, detection can run
+/// on other threads while correlation runs, and the correlation engine, which
+/// looks a detection's rule up in a list of its rules, searches a few instead
+/// of the whole corpus.
 pub struct Detector {
+    rules: DetectionRules,
     engine: CorrelationEngine,
     mapping: Arc<Mapping>,
     info: HashMap<String, RuleInfo>,
@@ -97,7 +121,7 @@ pub struct Detector {
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Detector")
-            .field("rules", &self.engine.detection_rule_count())
+            .field("rules", &self.rule_count())
             .field("correlations", &self.engine.correlation_rule_count())
             .finish_non_exhaustive()
     }
@@ -117,12 +141,6 @@ impl Detector {
             max_correlation_events: limits.max_contributing_events,
             ..CorrelationConfig::default()
         };
-        let mut engine = CorrelationEngine::new(config);
-        engine.set_logsource_extractor(Some(LogSourceExtractor::new().with_field_names(
-            PRODUCT_FIELD,
-            SERVICE_FIELD,
-            CATEGORY_FIELD,
-        )));
         let mut info = HashMap::new();
         let mut collection = rules.collection.clone();
         for rule in &collection.rules {
@@ -165,8 +183,28 @@ impl Detector {
             })
             .map(|r| r.id.clone().unwrap_or_else(|| r.title.clone()))
             .collect();
+        let rules = detection_engine(&collection)?;
+        // The correlation engine gets the detection rules a correlation names
+        // (by id or name), whether or not they also raise findings alone.
+        let named: std::collections::HashSet<&String> = collection
+            .correlations
+            .iter()
+            .flat_map(|c| c.rules.iter())
+            .collect();
+        let correlated = SigmaCollection {
+            rules: collection
+                .rules
+                .iter()
+                .filter(|r| r.id.iter().chain(r.name.iter()).any(|k| named.contains(k)))
+                .cloned()
+                .collect(),
+            correlations: std::mem::take(&mut collection.correlations),
+            filters: Vec::new(),
+            errors: Vec::new(),
+        };
+        let mut engine = CorrelationEngine::new(config);
         engine
-            .add_collection(&collection)
+            .add_collection(&correlated)
             .map_err(|e| DetectError::Rules(e.to_string()))?;
         let max_timespan_secs = engine
             .introspect()
@@ -176,6 +214,7 @@ impl Detector {
             .max()
             .unwrap_or(0);
         Ok(Detector {
+            rules,
             feeds_only,
             max_timespan_secs,
             engine,
@@ -188,7 +227,7 @@ impl Detector {
 
     /// Detection rules loaded.
     pub fn rule_count(&self) -> usize {
-        self.engine.detection_rule_count()
+        self.rules.0.rule_count()
     }
 
     /// Correlation rules loaded.
@@ -238,7 +277,13 @@ impl Detector {
     /// The detection rules' matches on an event in Sigma shape. It changes no
     /// state, so several threads may run it at once on different events.
     pub fn detect(&self, sigma: &serde_json::Value) -> Detections {
-        Detections(self.engine.evaluate(&JsonEvent::borrow(sigma)))
+        self.rules.detect(sigma)
+    }
+
+    /// The detection rules, to run away from the detector (on other threads,
+    /// while it correlates).
+    pub fn rules(&self) -> DetectionRules {
+        self.rules.clone()
     }
 
     /// Feeds what [`Detector::detect`] found on `sigma` into the correlation
@@ -294,6 +339,30 @@ impl Detector {
             })
             .collect()
     }
+}
+
+/// Every detection rule of `collection`, with its filters applied, compiled
+/// as rsigma's correlation engine compiles them; events are matched only
+/// against rules of their logsource (the mapping's logsource fields).
+fn detection_engine(collection: &SigmaCollection) -> Result<DetectionRules> {
+    let rules_error = |e: rsigma_eval::EvalError| DetectError::Rules(e.to_string());
+    let mut engine = Engine::new();
+    engine.set_logsource_extractor(Some(LogSourceExtractor::new().with_field_names(
+        PRODUCT_FIELD,
+        SERVICE_FIELD,
+        CATEGORY_FIELD,
+    )));
+    let compiled = collection
+        .rules
+        .iter()
+        .map(compile_rule)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(rules_error)?;
+    engine.extend_compiled_rules(compiled);
+    for filter in &collection.filters {
+        engine.apply_filter(filter).map_err(rules_error)?;
+    }
+    Ok(DetectionRules(Arc::new(engine)))
 }
 
 /// `tags` without repeats, in order (a finding's labels are a set).

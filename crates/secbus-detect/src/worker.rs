@@ -245,14 +245,20 @@ struct Evaluated {
     _sigma: Option<serde_json::Value>,
 }
 
-/// The thread that runs the rules. Evaluation is CPU work of tens of
-/// microseconds an event over a large corpus: on threads of its own it
-/// neither stalls the runtime's other tasks nor waits for them, and the
+/// Events of a batch with the detection rules' matches (`None`: not for the
+/// rules), between the two evaluator threads.
+type Detected = (Jobs, Vec<Option<Detections>>);
+
+/// The two threads that run the rules, one after the other on each batch:
+/// the first runs the detection rules, the second feeds their matches to the
+/// correlation rules in delivery order. Evaluation is CPU work of tens of
+/// microseconds an event over a large corpus: on threads of their own the
+/// rules neither stall the runtime's other tasks nor wait for them, and the
 /// delivery, mapping, finding publishes and acks of other events proceed
-/// beside it on the runtime. With more than one detection thread, the
-/// detection rules of a batch's events run on a pool of that many, and this
-/// thread then feeds their matches to the correlation rules in delivery order.
-/// It ends when every intake has stopped.
+/// beside them on the runtime. Apart, the detection of a batch runs while the
+/// one before it is correlated. With more than one detection thread, the
+/// detection rules of a batch's events run on a pool of that many. Both end
+/// when every intake has stopped.
 fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mpsc::Sender<Jobs>> {
     let pool = (threads > 1)
         .then(|| {
@@ -263,21 +269,36 @@ fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mps
         })
         .transpose()
         .map_err(|e| DetectError::Config(format!("cannot start the detection threads: {e}")))?;
+    let rules = detector.lock().rules();
     let (jobs, mut incoming) = mpsc::channel::<Jobs>(PIPELINE_DEPTH);
+    // One batch detected ahead of the one being correlated is all the overlap
+    // there is to have; more would only hold deliveries longer.
+    let (detected, mut correlating) = mpsc::channel::<Detected>(1);
+    let thread_error =
+        |e: std::io::Error| DetectError::Config(format!("cannot start a detection thread: {e}"));
     std::thread::Builder::new()
         .name("secbus-detect".into())
         .spawn(move || {
-            while let Some(Jobs { batch, settle }) = incoming.blocking_recv() {
+            while let Some(jobs) = incoming.blocking_recv() {
+                let detect = |(_, sigma): &(Delivery, Option<(serde_json::Value, i64)>)| {
+                    sigma.as_ref().map(|(s, _)| rules.detect(s))
+                };
+                let detections = match &pool {
+                    Some(pool) => pool.install(|| jobs.batch.par_iter().map(detect).collect()),
+                    None => jobs.batch.iter().map(detect).collect(),
+                };
+                if detected.blocking_send((jobs, detections)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(thread_error)?;
+    std::thread::Builder::new()
+        .name("secbus-correlate".into())
+        .spawn(move || {
+            while let Some((Jobs { batch, settle }, detections)) = correlating.blocking_recv() {
                 let done = {
                     let mut detector = detector.lock();
-                    let shared: &Detector = &detector;
-                    let detect = |(_, sigma): &(Delivery, Option<(serde_json::Value, i64)>)| {
-                        sigma.as_ref().map(|(s, _)| shared.detect(s))
-                    };
-                    let detections: Vec<Option<Detections>> = match &pool {
-                        Some(pool) => pool.install(|| batch.par_iter().map(detect).collect()),
-                        None => batch.iter().map(detect).collect(),
-                    };
                     batch
                         .into_iter()
                         .zip(detections)
@@ -302,7 +323,7 @@ fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mps
                 let _ = settle.blocking_send(done);
             }
         })
-        .map_err(|e| DetectError::Config(format!("cannot start the detection thread: {e}")))?;
+        .map_err(thread_error)?;
     Ok(jobs)
 }
 
