@@ -44,6 +44,13 @@ impl Default for StateLimits {
 #[derive(Debug)]
 pub struct Detections(Vec<rsigma_eval::EvaluationResult>);
 
+impl Detections {
+    /// No detection rule matched.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a rule found on one event.
 #[derive(Debug, Clone)]
 pub struct Finding {
@@ -256,7 +263,7 @@ impl Detector {
     }
 
     /// The mapping, to put events in Sigma shape away from the detector (the
-    /// worker maps on one thread while another evaluates).
+    /// worker maps on its detection threads while another correlates).
     pub fn mapping(&self) -> Arc<Mapping> {
         self.mapping.clone()
     }

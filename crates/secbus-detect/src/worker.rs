@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::DetectionConfig;
-use crate::detector::{Detections, Detector, Finding};
+use crate::detector::{DetectionRules, Detections, Detector, Finding};
 use crate::error::{DetectError, Result};
 use crate::finding::finding_event;
 use crate::mapping::Mapping;
@@ -96,7 +96,6 @@ impl DetectionWorker {
         let stats = Arc::new(DetectionStats::default());
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mapping = detector.lock().mapping();
         let evaluator = spawn_evaluator(detector.clone(), config.detection_threads())?;
         for tenant in &config.tenants {
             let tenant = TenantId::new(tenant.as_str())?;
@@ -115,7 +114,7 @@ impl DetectionWorker {
             };
             let (bus, stats, mut stopped) = (bus.clone(), stats.clone(), stopped.clone());
             let (settle, settling) = mpsc::channel(PIPELINE_DEPTH);
-            let (jobs, mapping) = (evaluator.clone(), mapping.clone());
+            let jobs = evaluator.clone();
             tasks.spawn(async move {
                 let mut deliveries = deliveries;
                 let mut replayed = replayed;
@@ -144,15 +143,10 @@ impl DetectionWorker {
                                 // trigger on its own output.
                                 let skip = replayed.remove(event.id.as_str())
                                     || event.ty.as_str() == crate::finding::FINDING_TYPE;
-                                let sigma = (!skip).then(|| {
-                                    let at =
-                                        event.time.unwrap_or_else(chrono::Utc::now).timestamp();
-                                    (mapping.to_sigma(event), at)
-                                });
                                 // Skipped events take the same path, so that each
                                 // tenant's events settle in the order they were
                                 // delivered.
-                                batch.push((delivery, sigma));
+                                batch.push((delivery, !skip));
                             }
                         }
                         if batch.len() < BATCH {
@@ -230,10 +224,10 @@ const PIPELINE_DEPTH: usize = 4;
 /// evaluator never waits for acks to let the next deliveries in.
 const IN_FLIGHT: usize = (2 * PIPELINE_DEPTH + 1) * BATCH;
 
-/// Events in Sigma shape (with their time; `None`: not for the rules), on
-/// their way to the evaluator.
+/// Deliveries on their way to the evaluator, each with whether it is for the
+/// rules.
 struct Jobs {
-    batch: Vec<(Delivery, Option<(serde_json::Value, i64)>)>,
+    batch: Vec<(Delivery, bool)>,
     settle: mpsc::Sender<Vec<Evaluated>>,
 }
 
@@ -241,24 +235,43 @@ struct Jobs {
 struct Evaluated {
     delivery: Delivery,
     findings: Option<Vec<Finding>>,
-    /// Dropped on the settling side, off the evaluator's thread.
-    _sigma: Option<serde_json::Value>,
 }
 
-/// Events of a batch with the detection rules' matches (`None`: not for the
-/// rules), between the two evaluator threads.
-type Detected = (Jobs, Vec<Option<Detections>>);
+/// What the detection rules made of one delivery.
+enum Detected {
+    /// Not for the rules.
+    Skipped,
+    /// No detection rule matched: there is nothing to correlate.
+    Clean,
+    /// Matches, with the event in Sigma shape and its time, for correlation.
+    Matched(serde_json::Value, i64, Detections),
+}
+
+impl Detected {
+    /// Maps `event` and runs the detection rules on it. The Sigma-shaped event
+    /// is made, read and (when nothing matched) dropped on one thread, while
+    /// it is in that core's cache.
+    fn of(event: &Event, mapping: &Mapping, rules: &DetectionRules) -> Detected {
+        let sigma = mapping.to_sigma(event);
+        let detections = rules.detect(&sigma);
+        if detections.is_empty() {
+            return Detected::Clean;
+        }
+        let at = event.time.unwrap_or_else(chrono::Utc::now).timestamp();
+        Detected::Matched(sigma, at, detections)
+    }
+}
 
 /// The two threads that run the rules, one after the other on each batch:
-/// the first runs the detection rules, the second feeds their matches to the
-/// correlation rules in delivery order. Evaluation is CPU work of tens of
-/// microseconds an event over a large corpus: on threads of their own the
-/// rules neither stall the runtime's other tasks nor wait for them, and the
-/// delivery, mapping, finding publishes and acks of other events proceed
-/// beside them on the runtime. Apart, the detection of a batch runs while the
-/// one before it is correlated. With more than one detection thread, the
-/// detection rules of a batch's events run on a pool of that many. Both end
-/// when every intake has stopped.
+/// the first maps each event and runs the detection rules on it, the second
+/// feeds their matches to the correlation rules in delivery order.
+/// Evaluation is CPU work of tens of microseconds an event over a large
+/// corpus: on threads of their own the rules neither stall the runtime's
+/// other tasks nor wait for them, and the delivery, finding publishes and
+/// acks of other events proceed beside them on the runtime. Apart, the
+/// detection of a batch runs while the one before it is correlated. With
+/// more than one detection thread, a batch's events are mapped and detected
+/// on a pool of that many. Both end when every intake has stopped.
 fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mpsc::Sender<Jobs>> {
     let pool = (threads > 1)
         .then(|| {
@@ -269,19 +282,23 @@ fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mps
         })
         .transpose()
         .map_err(|e| DetectError::Config(format!("cannot start the detection threads: {e}")))?;
-    let rules = detector.lock().rules();
+    let (rules, mapping) = {
+        let detector = detector.lock();
+        (detector.rules(), detector.mapping())
+    };
     let (jobs, mut incoming) = mpsc::channel::<Jobs>(PIPELINE_DEPTH);
     // One batch detected ahead of the one being correlated is all the overlap
     // there is to have; more would only hold deliveries longer.
-    let (detected, mut correlating) = mpsc::channel::<Detected>(1);
+    let (detected, mut correlating) = mpsc::channel::<(Jobs, Vec<Detected>)>(1);
     let thread_error =
         |e: std::io::Error| DetectError::Config(format!("cannot start a detection thread: {e}"));
     std::thread::Builder::new()
         .name("secbus-detect".into())
         .spawn(move || {
             while let Some(jobs) = incoming.blocking_recv() {
-                let detect = |(_, sigma): &(Delivery, Option<(serde_json::Value, i64)>)| {
-                    sigma.as_ref().map(|(s, _)| rules.detect(s))
+                let detect = |(delivery, for_rules): &(Delivery, bool)| match for_rules {
+                    true => Detected::of(delivery.event(), &mapping, &rules),
+                    false => Detected::Skipped,
                 };
                 let detections = match &pool {
                     Some(pool) => pool.install(|| jobs.batch.par_iter().map(detect).collect()),
@@ -302,20 +319,16 @@ fn spawn_evaluator(detector: Arc<Mutex<Detector>>, threads: usize) -> Result<mps
                     batch
                         .into_iter()
                         .zip(detections)
-                        .map(
-                            |((delivery, sigma), detections)| match (sigma, detections) {
-                                (Some((sigma, at)), Some(detections)) => Evaluated {
-                                    findings: Some(detector.correlate(&sigma, detections, at)),
-                                    delivery,
-                                    _sigma: Some(sigma),
-                                },
-                                _ => Evaluated {
-                                    findings: None,
-                                    delivery,
-                                    _sigma: None,
-                                },
+                        .map(|((delivery, _), detected)| Evaluated {
+                            findings: match detected {
+                                Detected::Skipped => None,
+                                Detected::Clean => Some(Vec::new()),
+                                Detected::Matched(sigma, at, detections) => {
+                                    Some(detector.correlate(&sigma, detections, at))
+                                }
                             },
-                        )
+                            delivery,
+                        })
                         .collect()
                 };
                 // A closed settle side means the worker is stopping: the
