@@ -151,6 +151,11 @@ pub(crate) struct BenchArgs {
     /// e.g. a checkout of the SigmaHQ rules.
     #[arg(long = "rules", value_name = "DIR")]
     rules: Vec<PathBuf>,
+    /// Detection threads of detect.sigma's worker (default: one per core, as
+    /// `detection.threads`).
+    #[arg(long, value_name = "T",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    detection_threads: Option<u64>,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> ExitCode {
@@ -201,6 +206,7 @@ pub(crate) async fn run(args: BenchArgs) -> ExitCode {
         rounds: args.rounds as usize,
         scratch: place.scratch.clone(),
         rules: args.rules.clone(),
+        detection_threads: args.detection_threads.map(|t| t as usize),
     };
     let mut output = Output::new(args.json);
     let mut failed = false;

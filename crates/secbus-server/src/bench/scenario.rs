@@ -42,6 +42,8 @@ pub(crate) struct Context {
     pub(crate) scratch: PathBuf,
     /// Sigma rule folders (`--rules`), for detect.sigma.
     pub(crate) rules: Vec<PathBuf>,
+    /// Detection threads of detect.sigma's worker; `None`: one per core.
+    pub(crate) detection_threads: Option<usize>,
 }
 
 impl Context {
