@@ -256,3 +256,71 @@ fn a_takeover_out_of_order_past_the_window_or_across_tenants_does_not_fire() {
     ];
     assert!(fired(&run(&mut d, &split), TAKEOVER).is_empty());
 }
+
+/// A correlation naming its rule by id rather than by name, and a Sigma
+/// filter on that rule: the correlation rules and the detection rules live in
+/// two engines, and both references and filters must reach the right one.
+const BY_ID_AND_FILTERED: &str = r#"
+title: Failed login
+id: 0b6f8a3e-5c1d-4e8f-9a2b-7c3d4e5f6a01
+status: stable
+logsource:
+  category: authentication
+  product: secbus
+detection:
+  selection:
+    type: auth.login.failed
+  condition: selection
+level: low
+---
+title: Three failures for one user
+id: 0b6f8a3e-5c1d-4e8f-9a2b-7c3d4e5f6a02
+status: stable
+correlation:
+  type: event_count
+  rules:
+    - 0b6f8a3e-5c1d-4e8f-9a2b-7c3d4e5f6a01
+  group-by:
+    - user
+  timespan: 1m
+  condition:
+    gte: 3
+level: high
+---
+title: The backup account's failures are expected
+id: 0b6f8a3e-5c1d-4e8f-9a2b-7c3d4e5f6a03
+logsource:
+  category: authentication
+  product: secbus
+filter:
+  rules:
+    - 0b6f8a3e-5c1d-4e8f-9a2b-7c3d4e5f6a01
+  selection:
+    user: svc-backup
+  condition: not selection
+"#;
+
+#[test]
+fn a_correlation_naming_its_rule_by_id_counts_and_a_filter_on_that_rule_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("by_id.yml"), BY_ID_AND_FILTERED).unwrap();
+    let rules = RuleSet::load(&[dir.path().to_path_buf()]).unwrap();
+    assert!(rules.failures.is_empty(), "{:?}", rules.failures);
+    let mut d = Detector::new(&rules, Mapping::shipped(), StateLimits::default()).unwrap();
+    let events: Vec<Event> = (0..3)
+        .map(|i| failed("acme", "svc-backup", "203.0.113.9", secs(10 * i)))
+        .chain((0..3).map(|i| failed("acme", "carol", "203.0.113.9", secs(40 + 10 * i))))
+        .collect();
+    let results = run(&mut d, &events);
+    let correlation = "0b6f8a3e-5c1d-4e8f-9a2b-7c3d4e5f6a02";
+    assert_eq!(
+        fired(&results, correlation),
+        vec![5],
+        "the filtered account's three failures count for nothing; carol's third fires"
+    );
+    assert_eq!(
+        results.iter().map(Vec::len).sum::<usize>(),
+        1,
+        "the rule the correlation names by id only feeds it (no generate: true)"
+    );
+}
