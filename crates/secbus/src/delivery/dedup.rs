@@ -68,7 +68,7 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
                 break;
             }
             if let Some((_, n, k)) = self.order.pop_front() {
-                self.forget(&k, n);
+                self.forget(k, n);
             }
         }
     }
@@ -78,9 +78,9 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
         self.seen.contains_key(key)
     }
 
-    fn forget(&mut self, key: &K, insertion: u64) {
+    fn forget(&mut self, key: K, insertion: u64) {
         // One probe: the oldest keys are far from the cache, each lookup a miss.
-        if let Entry::Occupied(e) = self.seen.entry(key.clone())
+        if let Entry::Occupied(e) = self.seen.entry(key)
             && *e.get() == insertion
         {
             e.remove();
@@ -103,7 +103,7 @@ impl<K: Hash + Eq + Clone> DedupWindow<K> {
         self.order.push_back((at_ms, self.insertions, key));
         while self.order.len() > self.max_keys {
             if let Some((_, n, old)) = self.order.pop_front() {
-                self.forget(&old, n);
+                self.forget(old, n);
                 if self.forgotten_early == 0 {
                     tracing::warn!(
                         max_keys = self.max_keys,
