@@ -4,6 +4,7 @@
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use secbus::{Event, TenantId};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -76,14 +77,39 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
 
 /// One structured-mode event.
 pub(crate) fn structured(bytes: &[u8], tenant: &TenantId, max: usize) -> secbus::Result<Event> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let raw: &RawValue = serde_json::from_slice(bytes).map_err(|e| {
         secbus::Error::new(secbus::ErrorKind::MalformedJson, "the body is not JSON").with_source(e)
     })?;
-    from_value(value, tenant, max)
+    from_raw(raw, tenant, max)
 }
 
-/// One event of a batch or a structured body, already parsed as JSON.
-pub(crate) fn from_value(value: Value, tenant: &TenantId, max: usize) -> secbus::Result<Event> {
+/// One event of a batch or a structured body, as the client wrote it.
+///
+/// Decoded straight from its bytes: going through a JSON tree and back, as an
+/// event without `tenantid` must, took a fifth of the gateway's time per
+/// batched event. The size limit is checked on the event, as the bus checks
+/// it, not on the client's whitespace.
+pub(crate) fn from_raw(raw: &RawValue, tenant: &TenantId, max: usize) -> secbus::Result<Event> {
+    match Event::from_json_limited(raw.get().as_bytes(), usize::MAX) {
+        Err(e)
+            if e.kind() == secbus::ErrorKind::MissingAttribute && e.field() == Some("tenantid") =>
+        {
+            let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+                secbus::Error::new(secbus::ErrorKind::MalformedJson, "the event is not JSON")
+                    .with_source(e)
+            })?;
+            from_value(value, tenant, max)
+        }
+        Ok(event) => {
+            event.check_size(max)?;
+            Ok(event)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One event already parsed as JSON, given the caller's tenant when it names none.
+fn from_value(value: Value, tenant: &TenantId, max: usize) -> secbus::Result<Event> {
     let Value::Object(mut map) = value else {
         return Err(secbus::Error::new(
             secbus::ErrorKind::MalformedJson,

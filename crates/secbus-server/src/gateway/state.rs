@@ -17,6 +17,10 @@ pub(crate) struct AppState {
     pub(crate) bus: Bus,
     /// The contracts gate (also on `bus`), to check each item of a batch.
     pub(crate) gate: Arc<dyn Gate>,
+    /// The same bus without the gate, only for a batch whose every item has
+    /// just been through `gate`: checking each event twice (schema and
+    /// secret scan) cost the batch route a tenth of its time.
+    pub(crate) gated_already: Bus,
     /// The validated configuration.
     pub(crate) config: Arc<GatewayConfig>,
     /// The configured API keys.
@@ -50,6 +54,7 @@ impl AppState {
         Ok((
             AppState {
                 bus: bus.with_gate(gate.clone()),
+                gated_already: bus,
                 gate,
                 limiter: Arc::new(RateLimiter::new(&config.rate_limit)),
                 config: Arc::new(config),
