@@ -116,7 +116,7 @@ pub(crate) async fn publish_batch(
 ) -> ApiResult<(StatusCode, Json<BatchAccepted>)> {
     let started = Instant::now();
     let caller = publisher(&state, caller)?;
-    let (events, result) = match decode_batch(&state, &caller, &headers, body).await {
+    let (per_type, result) = match decode_batch(&state, &caller, &headers, body).await {
         Ok(events) => {
             let n = events.len();
             let mut types: BTreeMap<String, u64> = BTreeMap::new();
@@ -144,7 +144,7 @@ pub(crate) async fn publish_batch(
     match result {
         Ok(receipts) => {
             let took = started.elapsed();
-            for (ty, n) in &events {
+            for (ty, n) in &per_type {
                 state
                     .metrics
                     .accept_many(caller.tenant.as_str(), ty, *n, took);
@@ -156,7 +156,7 @@ pub(crate) async fn publish_batch(
                 }),
             ))
         }
-        Err(e) => Err(refused(&state, e, events.values().sum())),
+        Err(e) => Err(refused(&state, e, per_type.values().sum())),
     }
 }
 
