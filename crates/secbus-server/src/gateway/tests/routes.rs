@@ -195,6 +195,64 @@ async fn each_bad_event_is_refused_with_its_code_and_nothing_is_stored() {
     }
 }
 
+/// Items that name their tenant are decoded from their own bytes, the others
+/// through a JSON tree; both kinds pass the gate before the batch is stored.
+#[tokio::test]
+async fn batch_items_naming_the_callers_tenant_or_none_are_gated_alike() {
+    let h = Harness::new().await;
+    let mut events: Vec<Value> = (0..4)
+        .map(|i| login_failed(&format!("w{i}"), "203.0.113.9"))
+        .collect();
+    for e in events.iter_mut().step_by(2) {
+        e["tenantid"] = json!("acme");
+    }
+    let ok = h.publish_batch("acme", &events).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text);
+    let stored = h.stored_ids("acme").await;
+    let sent: Vec<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, sent);
+
+    let mut bad: Vec<Value> = (0..4)
+        .map(|i| login_failed(&format!("x{i}"), "203.0.113.9"))
+        .collect();
+    bad[0]["tenantid"] = json!("acme");
+    bad[0]["data"]["user_agent"] = json!("curl AKIAIOSFODNN7EXAMPLE");
+    bad[1]["data"]["user_agent"] = json!("curl AKIAIOSFODNN7EXAMPLE");
+    bad[2]["tenantid"] = json!("acme");
+    bad[2]["data"]["src_ip"] = json!(42);
+    bad[3]["tenantid"] = json!("acme");
+    bad[3]["id"] = json!("");
+    let refused = h.publish_batch("acme", &bad).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    let codes: Vec<(u64, &str)> = refused.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (0, "secret_detected"),
+            (1, "secret_detected"),
+            (2, "schema_violation"),
+            (3, "invalid_attribute"),
+        ],
+        "{}",
+        refused.text
+    );
+    assert!(!refused.text.contains("AKIAIOSFODNN7EXAMPLE"));
+    assert_eq!(h.stored_ids("acme").await, stored);
+}
+
 #[tokio::test]
 async fn a_batch_is_stored_whole_or_refused_whole_with_every_bad_item_named() {
     let h = Harness::with(|c| {
