@@ -18,8 +18,8 @@ pub(crate) struct AppState {
     /// The contracts gate (also on `bus`), to check each item of a batch.
     pub(crate) gate: Arc<dyn Gate>,
     /// The same bus without the gate, only for a batch whose every item has
-    /// just been through `gate`: checking each event twice (schema and
-    /// secret scan) cost the batch route a tenth of its time.
+    /// just been through `gate`: the gate parses `data`, scans it for
+    /// credentials and validates it, and once per event is enough.
     pub(crate) gated_already: Bus,
     /// The validated configuration.
     pub(crate) config: Arc<GatewayConfig>,
