@@ -806,25 +806,9 @@ impl EventBuilder {
     /// Adds an extension attribute (name: lowercase letters and digits).
     pub fn extension(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         let name = name.into();
-        let reserved = [
-            "specversion",
-            "id",
-            "source",
-            "type",
-            "tenantid",
-            "time",
-            "subject",
-            "datacontenttype",
-            "dataschema",
-            "correlationid",
-            "causationid",
-            "traceparent",
-            "tracestate",
-            "partitionkey",
-            "data",
-        ];
         if name.is_empty()
-            || reserved.contains(&name.as_str())
+            || name == "data"
+            || attribute_slot(&name).is_some()
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -901,6 +885,24 @@ mod tests {
         assert_eq!(event.subject, None);
         assert_eq!(event.extensions.get("vendorx"), Some(&Value::from("v")));
         assert_eq!(event.extensions.len(), 1);
+    }
+
+    #[test]
+    fn an_extension_may_not_take_an_attribute_name() {
+        let build = |name: &str| {
+            Event::builder(
+                EventType::new("auth.login.failed").unwrap(),
+                TenantId::new("acme").unwrap(),
+            )
+            .source("idp")
+            .extension(name, 1)
+            .build()
+        };
+        for taken in ["id", "tenantid", "partitionkey", "data", "", "Region"] {
+            assert!(build(taken).is_err(), "{taken:?} was accepted");
+        }
+        let event = build("region").unwrap();
+        assert_eq!(event.extensions.get("region"), Some(&Value::from(1)));
     }
 
     #[test]
