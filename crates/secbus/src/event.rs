@@ -20,6 +20,8 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod charset;
+
 /// The CloudEvents version secbus speaks.
 pub const SPEC_VERSION: &str = "1.0";
 
@@ -41,10 +43,7 @@ impl TenantId {
     /// Validates and wraps a tenant id.
     pub fn new(value: impl Into<String>) -> Result<Self> {
         let value = value.into();
-        let ok = (1..=63).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = (1..=63).contains(&value.len()) && charset::all(charset::TENANT, value.as_bytes());
         if ok {
             Ok(TenantId(value))
         } else {
@@ -69,10 +68,7 @@ impl TenantId {
 pub struct EventType(String);
 
 fn is_type_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !token.is_empty() && charset::all(charset::TYPE_TOKEN, token.as_bytes())
 }
 
 impl EventType {
@@ -114,10 +110,7 @@ impl EventId {
     /// Validates and wraps an id.
     pub fn new(value: impl Into<String>) -> Result<Self> {
         let value = value.into();
-        let ok = (1..=128).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        let ok = (1..=128).contains(&value.len()) && charset::all(charset::ID, value.as_bytes());
         if ok {
             Ok(EventId(value))
         } else {
@@ -173,21 +166,27 @@ macro_rules! string_newtype_impls {
 }
 string_newtype_impls!(TenantId, EventType, EventId);
 
+/// A CloudEvents extension attribute name: lowercase letters and digits.
+fn is_attribute_name(name: &str) -> bool {
+    !name.is_empty() && charset::all(charset::ATTRIBUTE_NAME, name.as_bytes())
+}
+
 /// A W3C `traceparent` value: `00-<trace id>-<parent id>-<flags>`.
 fn is_traceparent(value: &str) -> bool {
     // `vv-<32 hex>-<16 hex>-ff`, checked in place: it runs on every decoded event.
     let b = value.as_bytes();
-    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+    if b.len() != 55 {
+        return false;
+    }
+    let laid_out = b.iter().enumerate().fold(true, |ok, (i, &c)| {
+        ok & if matches!(i, 2 | 35 | 52) {
+            c == b'-'
+        } else {
+            charset::is(charset::HEX, c)
+        }
+    });
     let nonzero = |r: std::ops::Range<usize>| b[r].iter().any(|&c| c != b'0');
-    b.len() == 55
-        && (b[2], b[35], b[52]) == (b'-', b'-', b'-')
-        && hex(0..2)
-        && &b[0..2] != b"ff"
-        && hex(3..35)
-        && nonzero(3..35)
-        && hex(36..52)
-        && nonzero(36..52)
-        && hex(53..55)
+    laid_out && &b[0..2] != b"ff" && nonzero(3..35) && nonzero(36..52)
 }
 
 fn new_span_id() -> String {
@@ -653,11 +652,7 @@ impl RawEvent {
         let tracestate = self.take_string(const { slot("tracestate") })?;
         let partitionkey = self.take_string(const { slot("partitionkey") })?;
         for name in self.attributes.keys() {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            {
+            if !is_attribute_name(name) {
                 return Err(invalid(
                     name,
                     format!("attribute name {name:?} must be lowercase letters and digits"),
@@ -810,13 +805,7 @@ impl EventBuilder {
     /// Adds an extension attribute (name: lowercase letters and digits).
     pub fn extension(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         let name = name.into();
-        if name.is_empty()
-            || name == "data"
-            || attribute_slot(&name).is_some()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        {
+        if !is_attribute_name(&name) || name == "data" || attribute_slot(&name).is_some() {
             self.error = Some(invalid(
                 &name,
                 format!("{name:?} is not a free extension name"),
