@@ -304,17 +304,8 @@ impl Event {
                 format!("event is {} bytes; the limit is {max_bytes}", bytes.len()),
             ));
         }
-        let malformed = || {
-            Error::new(
-                ErrorKind::MalformedJson,
-                "not a JSON object of CloudEvents attributes",
-            )
-        };
-        // Checked as UTF-8 in one pass, then parsed as text: parsing bytes
-        // checks every string on its own, which took 6% of decoding.
-        let text = std::str::from_utf8(bytes).map_err(|e| malformed().with_source(e))?;
-        let raw: RawEvent = serde_json::from_str(text).map_err(|e| malformed().with_source(e))?;
-        raw.into_event()
+        // The bytes were counted; the encoding's estimate may differ from them.
+        EventSeed::new(usize::MAX).decode(bytes)
     }
 
     /// Decodes a structured-mode CloudEvent with the default 1 MiB limit.
@@ -507,6 +498,8 @@ struct RawEvent {
     /// Extension attributes.
     attributes: BTreeMap<String, Value>,
     data: Option<Box<RawValue>>,
+    /// The first attribute given twice.
+    repeated: Option<String>,
 }
 
 /// An attribute name, read without allocating unless it names an extension.
@@ -537,47 +530,159 @@ impl<'de> Deserialize<'de> for Key {
 
 impl<'de> Deserialize<'de> for RawEvent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct RawVisitor;
-        impl<'de> Visitor<'de> for RawVisitor {
-            type Value = RawEvent;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a CloudEvents JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<RawEvent, A::Error> {
-                let mut raw = RawEvent::default();
-                let duplicate =
-                    |name: &str| de::Error::custom(format!("duplicate attribute `{name}`"));
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Data => {
-                            if raw.data.is_some() {
-                                return Err(de::Error::duplicate_field("data"));
-                            }
-                            raw.data = Some(map.next_value::<Box<RawValue>>()?);
-                        }
-                        Key::Known(slot) => {
-                            let value = map.next_value::<Value>()?;
-                            if raw.known[slot].replace(value).is_some() {
-                                return Err(duplicate(ATTRIBUTES[slot]));
-                            }
-                        }
-                        Key::Extension(name) => {
-                            let value = map.next_value::<Value>()?;
-                            if raw.attributes.contains_key(&name) {
-                                return Err(duplicate(&name));
-                            }
-                            raw.attributes.insert(name, value);
-                        }
-                    }
+        d.deserialize_map(RawVisitor)?
+            .ok_or_else(|| de::Error::custom("a CloudEvents JSON object"))
+    }
+}
+
+/// Reads an event's attributes; `None` for a JSON value that is not an object.
+///
+/// A repeated attribute is kept as an error of the event rather than of the
+/// parse, and anything but an object is read to its end, so that one bad event
+/// of an array does not stop the decoding of the others.
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Option<RawEvent>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a CloudEvents JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Option<RawEvent>, A::Error> {
+        let mut raw = RawEvent::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let repeated = match key {
+                Key::Data if raw.data.is_some() => Some("data".to_owned()),
+                Key::Data => {
+                    raw.data = Some(map.next_value::<Box<RawValue>>()?);
+                    None
                 }
-                Ok(raw)
+                Key::Known(slot) if raw.known[slot].is_some() => Some(ATTRIBUTES[slot].to_owned()),
+                Key::Known(slot) => {
+                    raw.known[slot] = Some(map.next_value::<Value>()?);
+                    None
+                }
+                Key::Extension(name) if raw.attributes.contains_key(&name) => Some(name),
+                Key::Extension(name) => {
+                    let value = map.next_value::<Value>()?;
+                    raw.attributes.insert(name, value);
+                    None
+                }
+            };
+            if let Some(name) = repeated {
+                map.next_value::<de::IgnoredAny>()?;
+                raw.repeated.get_or_insert(name);
             }
         }
-        d.deserialize_map(RawVisitor)
+        Ok(Some(raw))
     }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Option<RawEvent>, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Option<RawEvent>, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Option<RawEvent>, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Option<RawEvent>, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Option<RawEvent>, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Option<RawEvent>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<Option<RawEvent>, E> {
+        Ok(None)
+    }
+}
+
+/// Decodes one structured-mode event from any serde deserializer, as a
+/// [`DeserializeSeed`](de::DeserializeSeed) whose value is the event or why it
+/// is not one: a caller decoding a JSON array of events (a gateway's batch)
+/// gets every event's own error in one pass over the bytes, and only a JSON
+/// syntax error stops the whole array.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSeed<'a> {
+    default_tenant: Option<&'a TenantId>,
+    max_bytes: usize,
+}
+
+impl<'a> EventSeed<'a> {
+    /// Events of up to `max_bytes` (as [`Event::check_size`] counts them).
+    pub fn new(max_bytes: usize) -> Self {
+        EventSeed {
+            default_tenant: None,
+            max_bytes,
+        }
+    }
+
+    /// The tenant of an event that names none (`tenantid` absent or null):
+    /// a gateway's caller's, for events whose producers leave it out.
+    pub fn default_tenant(mut self, tenant: &'a TenantId) -> Self {
+        self.default_tenant = Some(tenant);
+        self
+    }
+
+    /// Decodes one event from JSON bytes.
+    pub fn decode(self, bytes: &[u8]) -> Result<Event> {
+        // Checked as UTF-8 in one pass, then parsed as text: parsing bytes
+        // checks every string on its own, which took 6% of decoding.
+        let text = std::str::from_utf8(bytes).map_err(|e| not_an_event().with_source(e))?;
+        let mut d = serde_json::Deserializer::from_str(text);
+        let event = de::DeserializeSeed::deserialize(self, &mut d)
+            .map_err(|e| not_an_event().with_source(e))?;
+        d.end().map_err(|e| not_an_event().with_source(e))?;
+        event
+    }
+
+    fn event(self, raw: Option<RawEvent>) -> Result<Event> {
+        let mut raw = raw.ok_or_else(not_an_event)?;
+        if let Some(tenant) = self.default_tenant {
+            let slot = &mut raw.known[const { slot("tenantid") }];
+            if matches!(slot, None | Some(Value::Null)) {
+                *slot = Some(Value::String(tenant.as_str().to_owned()));
+            }
+        }
+        let event = raw.into_event()?;
+        event.check_size(self.max_bytes)?;
+        Ok(event)
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = Result<Event>;
+
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Result<Event>, D::Error> {
+        Ok(self.event(d.deserialize_any(RawVisitor)?))
+    }
+}
+
+fn not_an_event() -> Error {
+    Error::new(
+        ErrorKind::MalformedJson,
+        "not a JSON object of CloudEvents attributes",
+    )
 }
 
 impl RawEvent {
@@ -604,6 +709,13 @@ impl RawEvent {
     }
 
     fn into_event(mut self) -> Result<Event> {
+        if let Some(name) = self.repeated.take() {
+            return Err(Error::new(
+                ErrorKind::MalformedJson,
+                format!("attribute `{name}` is given twice"),
+            )
+            .with_field(name));
+        }
         let specversion = self.require(const { slot("specversion") })?;
         if specversion != SPEC_VERSION {
             return Err(Error::new(
@@ -878,6 +990,85 @@ mod tests {
         assert_eq!(event.subject, None);
         assert_eq!(event.extensions.get("vendorx"), Some(&Value::from("v")));
         assert_eq!(event.extensions.len(), 1);
+    }
+
+    #[test]
+    fn the_seed_decodes_each_event_of_an_array_on_its_own() {
+        use serde::de::DeserializeSeed;
+        struct Each<'a>(EventSeed<'a>);
+        impl<'de> Visitor<'de> for Each<'_> {
+            type Value = Vec<Result<Event>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element_seed(self.0)? {
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        let globex = TenantId::new("globex").unwrap();
+        let good = String::from_utf8(ev().to_json()).unwrap();
+        let no_tenant = r#"{"specversion":"1.0","id":"a1","source":"s","type":"a.b"}"#;
+        let null_tenant = no_tenant.replace(r#""type""#, r#""tenantid":null,"type""#);
+        let repeated = r#"{"specversion":"1.0","id":"a","id":"b","source":"s","type":"a.b"}"#;
+        let big = String::from_utf8(
+            Event::builder(EventType::new("a.b").unwrap(), TenantId::new("t").unwrap())
+                .data("x".repeat(2000))
+                .build()
+                .unwrap()
+                .to_json(),
+        )
+        .unwrap();
+        let json = format!(
+            "[{good},{no_tenant},{null_tenant},{repeated},[1,{{}}],7,\"e\",null,{big},{good}]"
+        );
+        let seed = EventSeed::new(1000).default_tenant(&globex);
+        let mut d = serde_json::Deserializer::from_str(&json);
+        let items = d.deserialize_seq(Each(seed)).unwrap();
+        d.end().unwrap();
+        assert_eq!(items.len(), 10);
+        let tenant = |i: usize| items[i].as_ref().unwrap().tenant.as_str().to_owned();
+        assert_eq!(tenant(0), "acme", "an event's own tenant is kept");
+        assert_eq!((tenant(1), tenant(2)), ("globex".into(), "globex".into()));
+        let refused = |i: usize| {
+            let e = items[i].as_ref().unwrap_err();
+            (e.kind(), e.field().map(str::to_owned))
+        };
+        assert_eq!(
+            refused(3),
+            (ErrorKind::MalformedJson, Some("id".to_owned()))
+        );
+        for i in 4..8 {
+            assert_eq!(refused(i), (ErrorKind::MalformedJson, None), "item {i}");
+        }
+        assert_eq!(refused(8), (ErrorKind::EventTooLarge, None));
+        assert_eq!(items[9].as_ref().unwrap().id, items[0].as_ref().unwrap().id);
+
+        let broken = format!("[{good},{{\"id\":]");
+        let mut d = serde_json::Deserializer::from_str(&broken);
+        assert!(
+            d.deserialize_seq(Each(seed)).is_err(),
+            "a syntax error stops the array"
+        );
+        let e = EventSeed::new(1000)
+            .decode(no_tenant.as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::MissingAttribute,
+            "no default without one"
+        );
+        let trailing = format!("{good} {good}");
+        let e = EventSeed::new(1000)
+            .decode(trailing.as_bytes())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MalformedJson);
     }
 
     #[test]

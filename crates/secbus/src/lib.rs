@@ -51,7 +51,8 @@ pub use engine::{
 };
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use event::{
-    DEFAULT_MAX_EVENT_BYTES, Event, EventBuilder, EventId, EventType, SPEC_VERSION, TenantId,
+    DEFAULT_MAX_EVENT_BYTES, Event, EventBuilder, EventId, EventSeed, EventType, SPEC_VERSION,
+    TenantId,
 };
 pub use fallback::{DEFAULT_SPOOL_MAX_BYTES, FallbackOutcome, Spool};
 pub use gate::{Gate, Scope};

@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use secbus::{Event, Publisher, Receipt, Scope};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::api_key::{Caller, Role};
 use super::decode::{self, Mode};
@@ -173,34 +172,30 @@ async fn decode_batch(
     let bytes = decode::read_body(body, limits.batch_max_bytes)
         .await
         .map_err(|e| (e, 1))?;
-    let items: Vec<&RawValue> = match serde_json::from_slice(&bytes) {
-        Ok(items) => items,
-        Err(_) => {
-            let e = ApiError::new("malformed_json", "a batch is a JSON array of CloudEvents");
-            return Err((e, 1));
-        }
+    let max = max_event_bytes(state);
+    let Some(batch) = decode::batch(&bytes, &caller.tenant, max, limits.batch_max_events) else {
+        let e = ApiError::new("malformed_json", "a batch is a JSON array of CloudEvents");
+        return Err((e, 1));
     };
-    let n = items.len() as u64;
-    if items.len() > limits.batch_max_events {
+    let n = batch.len as u64;
+    if batch.len > limits.batch_max_events {
         let e = ApiError::new(
             "batch_too_large",
             format!(
                 "the batch has {} events; the limit is {}",
-                items.len(),
-                limits.batch_max_events
+                batch.len, limits.batch_max_events
             ),
         );
         return Err((e, n));
     }
-    if items.is_empty() {
+    if batch.len == 0 {
         return Err((ApiError::new("malformed_json", "the batch is empty"), 1));
     }
     let scope = Scope::Tenant(caller.tenant.clone());
-    let max = max_event_bytes(state);
-    let mut events = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(batch.len);
     let mut errors = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let checked = decode::from_raw(item, &caller.tenant, max).and_then(|mut event| {
+    for (index, item) in batch.items.into_iter().enumerate() {
+        let checked = item.and_then(|mut event| {
             scope.admit(&event)?;
             state.gate.check(&mut event)?;
             Ok(event)
