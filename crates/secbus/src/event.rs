@@ -994,7 +994,6 @@ mod tests {
 
     #[test]
     fn the_seed_decodes_each_event_of_an_array_on_its_own() {
-        use serde::de::DeserializeSeed;
         struct Each<'a>(EventSeed<'a>);
         impl<'de> Visitor<'de> for Each<'_> {
             type Value = Vec<Result<Event>>;
