@@ -173,7 +173,14 @@ async fn decode_batch(
         .await
         .map_err(|e| (e, 1))?;
     let max = max_event_bytes(state);
-    let Some(batch) = decode::batch(&bytes, &caller.tenant, max, limits.batch_max_events) else {
+    let scope = Scope::Tenant(caller.tenant.clone());
+    let check = |mut event: Event| {
+        scope.admit(&event)?;
+        state.gate.check(&mut event)?;
+        Ok(event)
+    };
+    let Some(batch) = decode::batch(&bytes, &caller.tenant, max, limits.batch_max_events, check)
+    else {
         let e = ApiError::new("malformed_json", "a batch is a JSON array of CloudEvents");
         return Err((e, 1));
     };
@@ -191,25 +198,16 @@ async fn decode_batch(
     if batch.len == 0 {
         return Err((ApiError::new("malformed_json", "the batch is empty"), 1));
     }
-    let scope = Scope::Tenant(caller.tenant.clone());
-    let mut events = Vec::with_capacity(batch.len);
-    let mut errors = Vec::new();
-    for (index, item) in batch.items.into_iter().enumerate() {
-        let checked = item.and_then(|mut event| {
-            scope.admit(&event)?;
-            state.gate.check(&mut event)?;
-            Ok(event)
-        });
-        match checked {
-            Ok(event) => events.push(event),
-            Err(e) => errors.push(ItemError {
-                index: Some(index),
-                code: e.code().to_owned(),
-                message: e.message().to_owned(),
-                field: e.field().map(str::to_owned),
-            }),
-        }
-    }
+    let errors: Vec<ItemError> = batch
+        .refused
+        .iter()
+        .map(|(index, e)| ItemError {
+            index: Some(*index),
+            code: e.code().to_owned(),
+            message: e.message().to_owned(),
+            field: e.field().map(str::to_owned),
+        })
+        .collect();
     if let Some(first) = errors.first() {
         let mut e = ApiError::new(
             &first.code,
@@ -221,5 +219,5 @@ async fn decode_batch(
         e.errors = errors;
         return Err((e, n));
     }
-    Ok(events)
+    Ok(batch.events)
 }
