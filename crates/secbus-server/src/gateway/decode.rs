@@ -1,10 +1,10 @@
 //! CloudEvents over HTTP into [`Event`]s: structured mode, binary mode
 //! (`ce-*` headers), and batches; `tenantid` defaults to the caller's tenant.
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, header};
 use std::fmt;
 
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
 use secbus::{Event, EventSeed, TenantId};
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Map, Value};
