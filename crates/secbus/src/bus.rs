@@ -277,6 +277,10 @@ impl Bus {
 
     async fn append_one(&self, record: Record, wait: bool) -> Result<Receipt> {
         let id = record.event.id.clone();
+        let record = match self.inner.engine.append_now(record) {
+            Ok(appended) => return Ok(receipt(id, Some(appended?))),
+            Err(record) => record,
+        };
         let appended = self.inner.engine.append(vec![record], wait).await?;
         Ok(receipt(id, appended.first().copied()))
     }

@@ -134,6 +134,14 @@ pub trait Engine: Send + Sync + 'static {
     /// [`crate::ErrorKind::Full`] instead of waiting for room.
     async fn append(&self, records: Vec<Record>, wait: bool) -> Result<Vec<Appended>>;
 
+    /// Appends one record without waiting, when the engine can (the memory
+    /// engine with room in its history); otherwise gives the record back for
+    /// [`Engine::append`]. A publish on the memory engine takes about a
+    /// microsecond, and the futures and vectors of `append` were a fifth of it.
+    fn append_now(&self, record: Record) -> std::result::Result<Result<Appended>, Record> {
+        Err(record)
+    }
+
     /// Opens a subscription; the options are validated already.
     async fn subscribe(&self, options: &SubscribeOptions) -> Result<Box<dyn EngineStream>>;
 

@@ -91,19 +91,19 @@ impl MemoryLog {
             .clone()
     }
 
-    /// Appends one tenant's records; `Ok(None)` when the ring is full of
-    /// records some group still needs and the caller should wait for room.
+    /// Appends one tenant's records from `records[out.len()..]`; `None` when
+    /// the ring is full of records some group still needs and the caller
+    /// should wait for room.
     fn try_append(
         &self,
         log: &TenantLog,
         records: &[Record],
         out: &mut Vec<Appended>,
     ) -> Option<()> {
-        // Freed after the lock is released: an event is a dozen allocations.
-        let mut evicted = Vec::new();
-        let mut min_floor = None;
+        let mut stored = false;
         let mut full = false;
-        let stored_before = out.len();
+        let mut evicted = Evicted::default();
+        let mut min_floor = None;
         let mut st = log.state.lock();
         let now = Utc::now();
         let now = st.stored_at.back().map_or(now, |&last| last.max(now));
@@ -128,7 +128,7 @@ impl MemoryLog {
                 if oldest >= floor {
                     break;
                 }
-                evicted.extend(st.ring.pop_front());
+                evicted.push(st.ring.pop_front());
                 st.stored_at.pop_front();
             }
             // An event caused by another is what a consumer publishes in
@@ -159,13 +159,33 @@ impl MemoryLog {
                 redrive_for: record.redrive_for.clone(),
             });
             out.push(Appended::Stored(seq));
+            stored = true;
         }
         drop(st);
         drop(evicted);
-        if out.len() > stored_before {
+        if stored {
             log.head.bump();
         }
         (!full).then_some(())
+    }
+}
+
+/// Records evicted under the tenant's lock, freed after it is released (an
+/// event is a dozen allocations). A publish evicts one record: kept inline so
+/// that it costs no allocation of its own.
+#[derive(Default)]
+struct Evicted {
+    first: Option<LogRecord>,
+    more: Vec<LogRecord>,
+}
+
+impl Evicted {
+    fn push(&mut self, record: Option<LogRecord>) {
+        match (&self.first, record) {
+            (_, None) => {}
+            (None, record) => self.first = record,
+            (Some(_), Some(record)) => self.more.push(record),
+        }
     }
 }
 
@@ -314,6 +334,21 @@ impl Engine for MemoryEngine {
             tail_lag_reported: true,
             durable_groups: false,
             key_order_across_members: true,
+        }
+    }
+
+    fn append_now(&self, record: Record) -> std::result::Result<Result<Appended>, Record> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(Err(Error::closed()));
+        }
+        let log = self.log.tenant(&record.event.tenant);
+        let mut out = Vec::with_capacity(1);
+        match self
+            .log
+            .try_append(&log, std::slice::from_ref(&record), &mut out)
+        {
+            Some(()) => Ok(Ok(out[0])),
+            None => Err(record),
         }
     }
 
