@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use secbus::{
-    Bus, Delivery, Event, HistoryQuery, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId,
-};
+use secbus::{Bus, Delivery, Event, HistoryQuery, StartAt, SubscribeOptions, Subscriber, TenantId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 

@@ -16,9 +16,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use secbus::handler::{Handler, HandlerContext, HandlerError, HandlerExt, TimeoutLayer, Worker};
-use secbus::{
-    Bus, Event, EventType, Publisher, SubscribeOptions, Subscriber, TenantId, TypePattern,
-};
+use secbus::{Bus, Event, EventType, SubscribeOptions, Subscriber, TenantId, TypePattern};
 use secbus_contracts::{ContractsGate, Registry as Schemas};
 use secbus_handlers::audit::{self, AuditConfig};
 use secbus_handlers::metrics::HandlerMetrics;

@@ -15,8 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use parking_lot::Mutex;
 use secbus::{
-    Bus, Event, EventType, Publisher, SubscribeOptions, Subscriber, Subscription, TenantId,
-    TypePattern,
+    Bus, Event, EventType, SubscribeOptions, Subscriber, Subscription, TenantId, TypePattern,
 };
 use secbus_contracts::{ContractsGate, Registry};
 use secbus_handlers::Workers;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secbus::{Bus, Event, EventType, Publisher, TenantId};
+use secbus::{Bus, Event, EventType, TenantId};
 use secbus_handlers::audit::{
     self, AuditConfig, AuditTrail, Breakage, FsyncPolicy, GENESIS, verify_path,
 };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use secbus::handler::{HandlerError, HandlerExt, Worker, handler_fn};
-use secbus::{Bus, Event, EventType, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
+use secbus::{Bus, Event, EventType, StartAt, SubscribeOptions, Subscriber, TenantId};
 use secbus_handlers::metrics::{self, HandlerMetrics, MetricsConfig};
 use serde_json::json;
 

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use secbus::{Bus, Event, EventType, HistoryQuery, Publisher, TenantId, TypePattern};
+use secbus::{Bus, Event, EventType, HistoryQuery, TenantId, TypePattern};
 use secbus_test_servers::NatsServer;
 use serde_json::json;
 

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use secbus::{Bus, Event, EventType, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
+use secbus::{Bus, Event, EventType, StartAt, SubscribeOptions, Subscriber, TenantId};
 use secbus_test_servers::{NatsServer, RedisServer};
 use serde_json::{Value, json};
 

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use secbus::{Bus, Event, EventType, Publisher, TenantId};
+use secbus::{Bus, Event, EventType, TenantId};
 use serde_json::{Value, json};
 
 fn replay(url: &str, extra: &[&str]) -> Output {

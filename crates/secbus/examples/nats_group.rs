@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use secbus::{Bus, Event, EventType, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
+use secbus::{Bus, Event, EventType, StartAt, SubscribeOptions, Subscriber, TenantId};
 use serde_json::json;
 use tokio::sync::mpsc;
 

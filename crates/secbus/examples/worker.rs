@@ -15,9 +15,7 @@ use parking_lot::Mutex;
 use secbus::handler::{
     Handler, HandlerContext, HandlerError, HandlerExt, TimeoutLayer, Worker, WorkerHandle,
 };
-use secbus::{
-    Bus, Event, EventId, EventType, Publisher, SubscribeOptions, Subscriber, TenantId, TypePattern,
-};
+use secbus::{Bus, Event, EventId, EventType, SubscribeOptions, Subscriber, TenantId, TypePattern};
 use serde::Deserialize;
 
 const FAILURES_BEFORE_ANOMALY: usize = 5;

@@ -368,11 +368,20 @@ fn receipt(id: EventId, appended: Option<Appended>) -> Receipt {
     }
 }
 
+impl Bus {
+    /// [`Publisher::publish`], called without boxing its future: `bus.publish(event)`
+    /// resolves here. On the memory engine the boxed future and the moves of
+    /// the event into it were a tenth of a publish.
+    pub async fn publish(&self, event: Event) -> Result<Receipt> {
+        let record = self.prepare(event)?;
+        self.append_one(record, true).await
+    }
+}
+
 #[async_trait]
 impl Publisher for Bus {
     async fn publish(&self, event: Event) -> Result<Receipt> {
-        let record = self.prepare(event)?;
-        self.append_one(record, true).await
+        Bus::publish(self, event).await
     }
 
     async fn try_publish(&self, event: Event) -> Result<Receipt> {

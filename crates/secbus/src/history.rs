@@ -129,7 +129,6 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Publisher;
     use crate::event::EventType;
 
     async fn bus_with(events: usize) -> Bus {

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use secbus::{
-    Bus, Delivery, Event, EventId, EventType, Publisher, StartAt, SubscribeOptions, Subscriber,
-    Subscription, TenantId,
+    Bus, Delivery, Event, EventId, EventType, StartAt, SubscribeOptions, Subscriber, Subscription,
+    TenantId,
 };
 use serde_json::json;
 use tokio::time::timeout;

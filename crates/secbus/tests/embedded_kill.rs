@@ -11,9 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secbus::{
-    Bus, Event, EventId, EventType, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId,
-};
+use secbus::{Bus, Event, EventId, EventType, StartAt, SubscribeOptions, Subscriber, TenantId};
 use tokio::time::timeout;
 
 const CHILD_DIR: &str = "SECBUS_TEST_KILL_CHILD_DIR";

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use secbus::{
-    Bus, BusConfig, ErrorKind, Event, EventType, GroupLag, Publisher, StartAt, SubscribeOptions,
-    Subscriber, Subscription, TenantId,
+    Bus, BusConfig, ErrorKind, Event, EventType, GroupLag, StartAt, SubscribeOptions, Subscriber,
+    Subscription, TenantId,
 };
 use secbus_test_servers::{NatsServer, RedisServer};
 use serde_json::json;

@@ -7,8 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use secbus::handler::{HandlerContext, HandlerError, Worker, handler_fn};
 use secbus::{
-    Bus, Event, EventType, Publisher, SubscribeOptions, Subscriber, Subscription, TenantId,
-    TypePattern,
+    Bus, Event, EventType, SubscribeOptions, Subscriber, Subscription, TenantId, TypePattern,
 };
 use tokio::time::timeout;
 

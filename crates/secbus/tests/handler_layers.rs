@@ -9,7 +9,7 @@ use secbus::handler::{
     DeadLetterLayer, HandlerError, HandlerExt, RetryLayer, TimeoutLayer, Worker, WorkerHandle,
     handler_fn,
 };
-use secbus::{Bus, DeadLetter, Event, EventType, Publisher, SubscribeOptions, TenantId};
+use secbus::{Bus, DeadLetter, Event, EventType, SubscribeOptions, TenantId};
 use tokio::time::timeout;
 
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use secbus::handler::{HandlerError, Worker, handler_fn};
-use secbus::{Bus, DeadLetter, Event, EventType, Publisher, Receipt, SubscribeOptions, TenantId};
+use secbus::{Bus, DeadLetter, Event, EventType, Receipt, SubscribeOptions, TenantId};
 use tokio::time::{Instant, timeout};
 
 const PATIENCE: Duration = Duration::from_secs(20);

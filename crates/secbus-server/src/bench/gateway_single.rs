@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use secbus::{Event, Publisher};
+use secbus::Event;
 
 use super::gateway_batch::{ScenarioBus, start_gateway};
 use super::payload;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use futures::future::BoxFuture;
-use secbus::{Bus, EventType, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
+use secbus::{Bus, EventType, StartAt, SubscribeOptions, Subscriber, TenantId};
 
 use super::payload;
 use super::scenario::{Context, Report, Target, round3};

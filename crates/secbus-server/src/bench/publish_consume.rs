@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use secbus::{Bus, Event, Publisher, StartAt, SubscribeOptions, Subscriber, TenantId};
+use secbus::{Bus, Event, StartAt, SubscribeOptions, Subscriber, TenantId};
 
 use super::payload;
 use super::raw::{self, RawRun};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::bus::{Bus, Publisher, Receipt};
+use crate::bus::{Bus, Receipt};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventBuilder, EventId, EventType, TenantId};
 

@@ -98,7 +98,7 @@ impl MemoryLog {
         &self,
         log: &TenantLog,
         records: &[Record],
-        out: &mut Vec<Appended>,
+        out: &mut impl Outcomes,
     ) -> Option<()> {
         let mut stored = false;
         let mut full = false;
@@ -167,6 +167,31 @@ impl MemoryLog {
             log.head.bump();
         }
         (!full).then_some(())
+    }
+}
+
+/// Where `try_append` puts what each record got.
+trait Outcomes {
+    fn len(&self) -> usize;
+    fn push(&mut self, appended: Appended);
+}
+
+impl Outcomes for Vec<Appended> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn push(&mut self, appended: Appended) {
+        Vec::push(self, appended);
+    }
+}
+
+/// The outcome of a single publish, without a vector for it.
+impl Outcomes for Option<Appended> {
+    fn len(&self) -> usize {
+        usize::from(self.is_some())
+    }
+    fn push(&mut self, appended: Appended) {
+        *self = Some(appended);
     }
 }
 
@@ -342,12 +367,12 @@ impl Engine for MemoryEngine {
             return Ok(Err(Error::closed()));
         }
         let log = self.log.tenant(&record.event.tenant);
-        let mut out = Vec::with_capacity(1);
+        let mut out = None;
         match self
             .log
             .try_append(&log, std::slice::from_ref(&record), &mut out)
         {
-            Some(()) => Ok(Ok(out[0])),
+            Some(()) => out.map(Ok).ok_or(record),
             None => Err(record),
         }
     }

@@ -12,7 +12,7 @@ use crate::subscription::{StartAt, SubscribeOptions};
 use crate::testkit::case::Verdict;
 use crate::testkit::context::{Cx, acme, event};
 use crate::testkit::wait::{QUIET, next, nothing_more, nothing_within, take, take_acked, within};
-use crate::{Bus, Publisher, Subscriber};
+use crate::{Bus, Subscriber};
 
 fn only_dead_letter<'d>(dls: &'d [DeadLetter], event: &Event) -> &'d DeadLetter {
     let mine: Vec<&DeadLetter> = dls.iter().filter(|d| d.event.id == event.id).collect();

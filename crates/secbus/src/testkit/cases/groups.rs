@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::Subscriber;
 use crate::bus::Bus;
 use crate::error::Result;
 use crate::event::{Event, EventId};
@@ -15,7 +16,6 @@ use crate::subscription::SubscribeOptions;
 use crate::testkit::case::Verdict;
 use crate::testkit::context::{Cx, acme, event, ids, keyed, n_of, sorted_ids};
 use crate::testkit::wait::{QUIET, next, nothing_more, take, take_acked, within};
-use crate::{Publisher, Subscriber};
 
 /// What a member task reports for each delivery it settled.
 struct Settled {

@@ -2,13 +2,13 @@
 
 use chrono::Utc;
 
+use crate::Subscriber;
 use crate::error::{ErrorKind, Result};
 use crate::event::{Event, TenantId};
 use crate::subscription::{StartAt, SubscribeOptions, Subscription, TypePattern};
 use crate::testkit::case::Verdict;
 use crate::testkit::context::{Cx, acme, event, globex, ids, pattern, sorted_ids};
 use crate::testkit::wait::{next, nothing_more, take, take_acked};
-use crate::{Publisher, Subscriber};
 
 fn assert_tenant(events: &[Event], tenant: &TenantId, what: &str) {
     for e in events {

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::Subscriber;
 use crate::error::Result;
 use crate::subscription::SubscribeOptions;
 use crate::testkit::case::Verdict;
 use crate::testkit::context::{Cx, acme, event};
 use crate::testkit::wait::{next, nothing_within};
-use crate::{Publisher, Subscriber};
 
 /// Fails unless at least most of `delay` passed since `since`: engines time
 /// redeliveries roughly, never early by much.

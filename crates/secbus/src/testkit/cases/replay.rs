@@ -11,7 +11,7 @@ use crate::subscription::{StartAt, SubscribeOptions, Subscription};
 use crate::testkit::case::Verdict;
 use crate::testkit::context::{Cx, acme, event, ids, n_of, sorted_ids};
 use crate::testkit::wait::{next, next_item, nothing_more, take, take_acked};
-use crate::{Bus, Publisher, Subscriber};
+use crate::{Bus, Subscriber};
 
 async fn publish_numbered(bus: &Bus, from: u64, to: u64) -> Result<(Vec<Event>, Vec<u64>)> {
     let t = acme();
