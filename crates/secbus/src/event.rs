@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::{self, MapAccess, Visitor};
@@ -36,8 +37,11 @@ fn invalid(attribute: &str, message: impl Into<String>) -> Error {
 ///
 /// Tenants appear in subjects and keys of every engine, so the alphabet is the
 /// one all of them accept without escaping.
+///
+/// Shared, not copied: every event of a tenant names it, and a clone of a
+/// `String` was an allocation and a free on each event built and dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// Validates and wraps a tenant id.
@@ -45,7 +49,7 @@ impl TenantId {
         let value = value.into();
         let ok = (1..=63).contains(&value.len()) && charset::all(charset::TENANT, value.as_bytes());
         if ok {
-            Ok(TenantId(value))
+            Ok(TenantId(value.into()))
         } else {
             Err(invalid(
                 "tenantid",
@@ -64,8 +68,10 @@ impl TenantId {
 /// such as `auth.login.failed`; at most 255 characters.
 ///
 /// Each token is a valid NATS subject token, so a type maps to a subject as is.
+///
+/// Shared, not copied, as [`TenantId`] is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventType(String);
+pub struct EventType(Arc<str>);
 
 fn is_type_token(token: &str) -> bool {
     !token.is_empty() && charset::all(charset::TYPE_TOKEN, token.as_bytes())
@@ -76,7 +82,7 @@ impl EventType {
     pub fn new(value: impl Into<String>) -> Result<Self> {
         let value = value.into();
         if value.len() <= 255 && value.split('.').all(is_type_token) {
-            Ok(EventType(value))
+            Ok(EventType(value.into()))
         } else {
             Err(invalid(
                 "type",
@@ -457,7 +463,7 @@ impl Serialize for Event {
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         RawEvent::deserialize(d)?
-            .into_event()
+            .into_event(None)
             .map_err(de::Error::custom)
     }
 }
@@ -678,14 +684,8 @@ impl<'a> EventSeed<'a> {
     }
 
     fn event(self, raw: Option<RawEvent>) -> Result<Event> {
-        let mut raw = raw.ok_or_else(not_an_event)?;
-        if let Some(tenant) = self.default_tenant {
-            let slot = &mut raw.known[const { slot("tenantid") }];
-            if matches!(slot, None | Some(Value::Null)) {
-                *slot = Some(Value::String(tenant.as_str().to_owned()));
-            }
-        }
-        let event = raw.into_event()?;
+        let raw = raw.ok_or_else(not_an_event)?;
+        let event = raw.into_event(self.default_tenant)?;
         event.check_size(self.max_bytes)?;
         Ok(event)
     }
@@ -732,7 +732,21 @@ impl RawEvent {
         }
     }
 
-    fn into_event(mut self) -> Result<Event> {
+    /// The tenant: `default` when the event names none. A tenant equal to
+    /// `default` shares it rather than holding a copy of its own.
+    fn tenant(&mut self, default: Option<&TenantId>) -> Result<TenantId> {
+        let slot = const { slot("tenantid") };
+        if let Some(default) = default {
+            match &self.known[slot] {
+                None | Some(Value::Null) => return Ok(default.clone()),
+                Some(Value::String(s)) if s == default.as_str() => return Ok(default.clone()),
+                _ => {}
+            }
+        }
+        TenantId::new(self.require(slot)?)
+    }
+
+    fn into_event(mut self, default_tenant: Option<&TenantId>) -> Result<Event> {
         if let Some(name) = self.repeated.take() {
             return Err(Error::new(
                 ErrorKind::MalformedJson,
@@ -751,7 +765,7 @@ impl RawEvent {
         let id = EventId::new(self.require(const { slot("id") })?)?;
         let source = self.require(const { slot("source") })?;
         let ty = EventType::new(self.require(const { slot("type") })?)?;
-        let tenant = TenantId::new(self.require(const { slot("tenantid") })?)?;
+        let tenant = self.tenant(default_tenant)?;
         let time = self
             .take_string(const { slot("time") })?
             .map(|t| {
